@@ -1,0 +1,334 @@
+//! The snapshot format: the whole table, versioned, byte-for-byte deterministic.
+//!
+//! Layout: the 8-byte magic `LKSNAPv\0`, a little-endian `u32` format version, then the body in
+//! postcard. The body types below are the persisted format and are separate from the in-memory
+//! types, so either can change without silently changing the other. Derived indexes (timers,
+//! holder and request indexes, per-name counters) are not stored; `restore` rebuilds them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Mode;
+use crate::ids::{HoldId, Holder, NodeEpoch, Origin, SessionId, Via};
+use crate::name::LockName;
+use crate::table::{
+    EntryState, HeldState, Limits, NameKind, RequestMeta, Session, Table, Timer, WaitState,
+};
+
+pub const MAGIC: &[u8; 8] = b"LKSNAPv\0";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SnapshotError {
+    #[error("not a lockserver snapshot (bad magic)")]
+    BadMagic,
+    #[error("snapshot format version {0} is not supported (this build reads {VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("snapshot is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotV1 {
+    now_ms: u64,
+    wall_ms: u64,
+    next_token: u64,
+    next_seq: u64,
+    names: Vec<NameV1>,
+    entries: Vec<EntryV1>,
+    sessions: Vec<SessionV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NameV1 {
+    name: String,
+    /// 0 for a lock, the limit for a semaphore.
+    semaphore_limit: u32,
+    last_token: u64,
+    delay_until: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    id: u128,
+    name: String,
+    shared: bool,
+    permits: u32,
+    lock_delay_ms: u32,
+    owner: String,
+    holder: HolderV1,
+    ttl_ms: Option<u64>,
+    request: Option<(String, u64)>,
+    state: StateV1,
+}
+
+#[derive(Serialize, Deserialize)]
+enum HolderV1 {
+    Anonymous,
+    Session(u128),
+    CompatOwner(String),
+    Connection(u64),
+}
+
+#[derive(Serialize, Deserialize)]
+enum StateV1 {
+    Waiting { seq: u64, since_ms: u64, deadline: Option<u64>, origin: OriginV1 },
+    Held { token: u64, granted_wall_ms: u64, granted_log_ms: u64, expires_at: Option<u64> },
+}
+
+#[derive(Serialize, Deserialize)]
+struct OriginV1 {
+    node: u64,
+    epoch: u64,
+    /// 0 session, 1 connection, 2 request.
+    via_kind: u8,
+    via_id: u128,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionV1 {
+    id: u128,
+    ttl_ms: u64,
+    owner: String,
+    deadline: u64,
+}
+
+fn corrupt(what: impl Into<String>) -> SnapshotError {
+    SnapshotError::Corrupt(what.into())
+}
+
+impl Table {
+    /// The whole table as versioned bytes. Equal tables give equal bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let names = self
+            .names
+            .iter()
+            .map(|(name, state)| NameV1 {
+                name: name.as_str().to_string(),
+                semaphore_limit: match state.kind {
+                    NameKind::Lock => 0,
+                    NameKind::Semaphore { limit } => limit,
+                },
+                last_token: state.last_token,
+                delay_until: state.delay_until,
+            })
+            .collect();
+        let mut entry_ids: Vec<HoldId> = self.entries.keys().copied().collect();
+        entry_ids.sort_unstable();
+        let entries = entry_ids
+            .into_iter()
+            .map(|id| {
+                let entry = &self.entries[&id];
+                EntryV1 {
+                    id: id.as_u128(),
+                    name: entry.name.as_str().to_string(),
+                    shared: entry.mode == Mode::Shared,
+                    permits: entry.permits,
+                    lock_delay_ms: entry.lock_delay_ms,
+                    owner: entry.owner.to_string(),
+                    holder: match &entry.holder {
+                        Holder::Anonymous => HolderV1::Anonymous,
+                        Holder::Session(id) => HolderV1::Session(id.as_u128()),
+                        Holder::CompatOwner(owner) => HolderV1::CompatOwner(owner.to_string()),
+                        Holder::Connection(conn) => HolderV1::Connection(*conn),
+                    },
+                    ttl_ms: entry.ttl_ms,
+                    request: entry
+                        .request
+                        .as_ref()
+                        .map(|r| (r.request_id.to_string(), r.retain_until)),
+                    state: match &entry.state {
+                        EntryState::Waiting(wait) => StateV1::Waiting {
+                            seq: wait.seq,
+                            since_ms: wait.since_ms,
+                            deadline: wait.deadline,
+                            origin: OriginV1 {
+                                node: wait.origin.boot.node,
+                                epoch: wait.origin.boot.epoch,
+                                via_kind: match wait.origin.via {
+                                    Via::Session(_) => 0,
+                                    Via::Connection(_) => 1,
+                                    Via::Request(_) => 2,
+                                },
+                                via_id: match wait.origin.via {
+                                    Via::Session(id) => id.as_u128(),
+                                    Via::Connection(id) | Via::Request(id) => u128::from(id),
+                                },
+                            },
+                        },
+                        EntryState::Held(held) => StateV1::Held {
+                            token: held.token,
+                            granted_wall_ms: held.granted_wall_ms,
+                            granted_log_ms: held.granted_log_ms,
+                            expires_at: held.expires_at,
+                        },
+                    },
+                }
+            })
+            .collect();
+        let mut session_ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        session_ids.sort_unstable();
+        let sessions = session_ids
+            .into_iter()
+            .map(|id| {
+                let session = &self.sessions[&id];
+                SessionV1 {
+                    id: id.as_u128(),
+                    ttl_ms: session.ttl_ms,
+                    owner: session.owner.to_string(),
+                    deadline: session.deadline,
+                }
+            })
+            .collect();
+        let body = SnapshotV1 {
+            now_ms: self.now_ms,
+            wall_ms: self.wall_ms,
+            next_token: self.next_token,
+            next_seq: self.next_seq,
+            names,
+            entries,
+            sessions,
+        };
+        let mut bytes = Vec::with_capacity(64 + self.entries.len() * 64);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        postcard::to_extend(&body, bytes).expect("serializing to a Vec cannot fail")
+    }
+
+    /// Rebuilds a table from `snapshot` bytes, checking every cross-reference.
+    pub fn restore(bytes: &[u8], limits: Limits) -> Result<Table, SnapshotError> {
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err(SnapshotError::BadMagic);
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version != VERSION {
+            return Err(SnapshotError::UnsupportedVersion(version));
+        }
+        let body: SnapshotV1 =
+            postcard::from_bytes(&bytes[12..]).map_err(|err| corrupt(err.to_string()))?;
+        let mut table = Table::new(limits);
+        table.now_ms = body.now_ms;
+        table.wall_ms = body.wall_ms;
+        table.next_token = body.next_token;
+        table.next_seq = body.next_seq;
+        for name in body.names {
+            let lock_name = LockName::new(&name.name).map_err(|e| corrupt(e.to_string()))?;
+            let kind = match name.semaphore_limit {
+                0 => NameKind::Lock,
+                limit => NameKind::Semaphore { limit },
+            };
+            let mut state = crate::table::NameState::new(kind);
+            state.last_token = name.last_token;
+            state.delay_until = name.delay_until;
+            if name.delay_until > 0 {
+                table.timers.insert((name.delay_until, Timer::Delay(lock_name.clone())));
+            }
+            table.names.insert(lock_name, state);
+        }
+        for session in body.sessions {
+            let id = SessionId::from_u128(session.id);
+            table.timers.insert((session.deadline, Timer::Session(id)));
+            let owner: Arc<str> = Arc::from(session.owner);
+            table.sessions.insert(
+                id,
+                Session { ttl_ms: session.ttl_ms, owner, deadline: session.deadline },
+            );
+        }
+        let mut holders_by_token: BTreeMap<u64, HoldId> = BTreeMap::new();
+        for raw in body.entries {
+            let id = HoldId::from_u128(raw.id);
+            let entry = restore_entry(raw, &table)?;
+            let scope = crate::command::RequestScope::of(&entry.holder, &entry.owner);
+            if let Some(request) = &entry.request {
+                table.by_request.insert((scope, request.request_id.clone()), id);
+                table.timers.insert((request.retain_until, Timer::Request(id)));
+            }
+            if entry.holder != Holder::Anonymous {
+                table.by_holder.insert((entry.holder.clone(), entry.name.clone()), id);
+            }
+            let state = table.names.get_mut(&entry.name).ok_or_else(|| corrupt("unknown name"))?;
+            match &entry.state {
+                EntryState::Waiting(wait) => {
+                    state.queue.get_or_insert_with(Default::default).insert(wait.seq, id);
+                    table.waiting_count += 1;
+                    if let Some(deadline) = wait.deadline {
+                        table.timers.insert((deadline, Timer::Wait(id)));
+                    }
+                }
+                EntryState::Held(held) => {
+                    match state.kind {
+                        NameKind::Lock => {
+                            state.used += 1;
+                            state.exclusive |= entry.mode == Mode::Exclusive;
+                        }
+                        NameKind::Semaphore { .. } => state.used += entry.permits,
+                    }
+                    if holders_by_token.insert(held.token, id).is_some() {
+                        return Err(corrupt("two holds share a token"));
+                    }
+                    if let Some(deadline) = held.expires_at {
+                        table.timers.insert((deadline, Timer::Hold(id)));
+                    }
+                }
+            }
+            table.entries.insert(id, entry);
+        }
+        for id in holders_by_token.into_values() {
+            let name = table.entries[&id].name.clone();
+            table.names.get_mut(&name).expect("checked above").holders.push(id);
+        }
+        crate::invariants::check_structure(&table).map_err(corrupt)?;
+        Ok(table)
+    }
+}
+
+fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, SnapshotError> {
+    let name = LockName::new(&raw.name).map_err(|e| corrupt(e.to_string()))?;
+    let holder = match raw.holder {
+        HolderV1::Anonymous => Holder::Anonymous,
+        HolderV1::Session(session) => {
+            let session = SessionId::from_u128(session);
+            if !table.sessions.contains_key(&session) {
+                return Err(corrupt("a hold refers to an unknown session"));
+            }
+            Holder::Session(session)
+        }
+        HolderV1::CompatOwner(owner) => Holder::CompatOwner(Arc::from(owner)),
+        HolderV1::Connection(conn) => Holder::Connection(conn),
+    };
+    let state = match raw.state {
+        StateV1::Waiting { seq, since_ms, deadline, origin } => {
+            let via = match origin.via_kind {
+                0 => Via::Session(SessionId::from_u128(origin.via_id)),
+                1 => Via::Connection(origin.via_id as u64),
+                2 => Via::Request(origin.via_id as u64),
+                _ => return Err(corrupt("unknown waiter origin")),
+            };
+            let boot = NodeEpoch { node: origin.node, epoch: origin.epoch };
+            EntryState::Waiting(Box::new(WaitState {
+                seq,
+                since_ms,
+                deadline,
+                origin: Origin { boot, via },
+            }))
+        }
+        StateV1::Held { token, granted_wall_ms, granted_log_ms, expires_at } => {
+            EntryState::Held(HeldState { token, granted_wall_ms, granted_log_ms, expires_at })
+        }
+    };
+    Ok(crate::table::Entry {
+        name,
+        mode: if raw.shared { Mode::Shared } else { Mode::Exclusive },
+        permits: raw.permits,
+        lock_delay_ms: raw.lock_delay_ms,
+        owner: Arc::from(raw.owner),
+        holder,
+        ttl_ms: raw.ttl_ms,
+        request: raw
+            .request
+            .map(|(request_id, retain_until)| Box::new(RequestMeta { request_id: Arc::from(request_id), retain_until })),
+        state,
+    })
+}

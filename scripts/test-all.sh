@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of the project, part by part, and prints the time each part took.
+# It installs what a fresh machine lacks (cargo-nextest if missing) and starts and stops any
+# service a part needs itself. Exit status: non-zero if any part fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+export RUST_BACKTRACE=1
+
+summary=()
+part() {
+    local name=$1 budget_min=$2
+    shift 2
+    local start=$SECONDS
+    echo "=== part: $name (budget ${budget_min} min) ==="
+    "$@"
+    local took=$((SECONDS - start))
+    summary+=("$(printf '%-22s %4ds  (budget %d min)' "$name" "$took" "$budget_min")")
+    echo "=== part: $name done in ${took}s ==="
+}
+
+ensure_tools() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        cargo install --locked cargo-nextest
+    fi
+}
+
+build() {
+    cargo build --workspace --all-targets --release
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --release -- -D warnings
+}
+
+rust_tests() {
+    # Release profile: the core's property tests and the server's integration tests run many
+    # thousands of commands; debug builds would spend the budget on unoptimised code.
+    cargo nextest run --workspace --release --no-fail-fast
+}
+
+part tools 2 ensure_tools
+part build 10 build
+part rust-tests 8 rust_tests
+
+echo
+echo "=== time per part ==="
+printf '%s\n' "${summary[@]}"
