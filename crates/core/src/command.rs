@@ -36,29 +36,64 @@ pub struct Ctx {
 pub enum Command {
     Acquire(Acquire),
     /// Release a hold, or withdraw a waiting acquire, by its id.
-    Release { hold_id: HoldId, reason: ReleaseReason },
+    Release {
+        hold_id: HoldId,
+        reason: ReleaseReason,
+    },
     /// Release the hold (or withdraw the waiter) that the acquire with this `request_id` created.
-    ReleaseByRequest { name: LockName, scope: RequestScope, request_id: Arc<str> },
+    ReleaseByRequest {
+        name: LockName,
+        scope: RequestScope,
+        request_id: Arc<str>,
+    },
     /// The Lockserver compat release: the hold of `name` whose identity is `owner`.
-    ReleaseOwned { name: LockName, owner: Arc<str> },
+    ReleaseOwned {
+        name: LockName,
+        owner: Arc<str>,
+    },
     /// Release every hold and withdraw every waiter of a holder (a compat connection closed).
-    ReleaseHolder { holder: Holder },
-    Renew { hold_id: HoldId, ttl: TtlChange },
-    OpenSession { session_id: SessionId, ttl_ms: u64, owner: Arc<str> },
+    ReleaseHolder {
+        holder: Holder,
+    },
+    Renew {
+        hold_id: HoldId,
+        ttl: TtlChange,
+    },
+    OpenSession {
+        session_id: SessionId,
+        ttl_ms: u64,
+        owner: Arc<str>,
+    },
     /// Coalesced keepalives: every listed session gets `now + ttl`.
-    KeepAlive { sessions: Vec<SessionId> },
+    KeepAlive {
+        sessions: Vec<SessionId>,
+    },
     /// A voluntary end: holds released without lock-delay, waiters cancelled.
-    CloseSession { session_id: SessionId },
+    CloseSession {
+        session_id: SessionId,
+    },
     /// The session's connection dropped: it lives until the later of `now + grace_ms` and its
     /// current lease deadline, unless resumed by a keepalive.
-    DetachSession { session_id: SessionId, grace_ms: u64 },
-    AdminReleaseHold { hold_id: HoldId, lock_delay: bool },
-    AdminReleaseName { name: LockName, lock_delay: bool },
+    DetachSession {
+        session_id: SessionId,
+        grace_ms: u64,
+    },
+    AdminReleaseHold {
+        hold_id: HoldId,
+        lock_delay: bool,
+    },
+    AdminReleaseName {
+        name: LockName,
+        lock_delay: bool,
+    },
     /// Makes due expiries visible and emits their effects (every command does this first).
     Expire,
     /// The first command of a new leader or a restarted node: cancel waiters whose node boot is
     /// not in `live`, then extend every hold, session and lock-delay deadline by `margin_ms`.
-    Resume { margin_ms: u64, live: Vec<NodeEpoch> },
+    Resume {
+        margin_ms: u64,
+        live: Vec<NodeEpoch>,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

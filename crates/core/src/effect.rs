@@ -58,16 +58,32 @@ impl Kind {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Response {
     /// Granted now (`repeat`: a `request_id` repeat of an earlier grant).
-    Granted { hold: HoldView, repeat: bool },
+    Granted {
+        hold: HoldView,
+        repeat: bool,
+    },
     /// Queued: the grant or the failure arrives later as an effect for this `hold_id`.
-    Queued { hold_id: HoldId, position: usize },
+    Queued {
+        hold_id: HoldId,
+        position: usize,
+    },
     Released,
-    Renewed { hold: HoldView },
+    Renewed {
+        hold: HoldView,
+    },
     /// `ReleaseHolder`: how many holds were released and waiters withdrawn.
-    ReleasedAll { holds: usize, waiters: usize },
-    Session { session_id: SessionId, ttl_ms: u64 },
+    ReleasedAll {
+        holds: usize,
+        waiters: usize,
+    },
+    Session {
+        session_id: SessionId,
+        ttl_ms: u64,
+    },
     /// `KeepAlive`: per listed session, its TTL, or `None` if it has ended.
-    KeptAlive { ttl_ms: Vec<Option<u64>> },
+    KeptAlive {
+        ttl_ms: Vec<Option<u64>>,
+    },
     Done,
 }
 
@@ -75,12 +91,29 @@ pub enum Response {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Effect {
     /// A queued acquire was granted: answer its origin.
-    Granted { hold: HoldView, origin: Origin },
+    Granted {
+        hold: HoldView,
+        origin: Origin,
+    },
     /// A queued acquire ended without a grant: answer its origin.
-    WaitEnded { hold_id: HoldId, name: LockName, origin: Origin, reason: WaitEnd },
+    WaitEnded {
+        hold_id: HoldId,
+        name: LockName,
+        origin: Origin,
+        reason: WaitEnd,
+    },
     /// A hold ended without its holder asking: push a `lost` event.
-    Lost { hold_id: HoldId, name: LockName, token: FencingToken, holder: Holder, reason: LostReason },
-    SessionEnded { session_id: SessionId, reason: SessionEnd },
+    Lost {
+        hold_id: HoldId,
+        name: LockName,
+        token: FencingToken,
+        holder: Holder,
+        reason: LostReason,
+    },
+    SessionEnded {
+        session_id: SessionId,
+        reason: SessionEnd,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -149,7 +149,8 @@ mod tests {
 
     #[test]
     fn malformed_ids_are_invalid_arguments() {
-        for text in ["", "abc", "0123456789ABCDEF0011223344556677", &"g".repeat(32), &"0".repeat(33)]
+        for text in
+            ["", "abc", "0123456789ABCDEF0011223344556677", &"g".repeat(32), &"0".repeat(33)]
         {
             assert!(matches!(text.parse::<SessionId>(), Err(CoreError::InvalidArgument(_))));
         }

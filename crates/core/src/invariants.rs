@@ -100,7 +100,10 @@ pub fn check_structure(table: &Table) -> Result<(), String> {
     }
     let indexed = table.entries.values().filter(|e| e.holder != Holder::Anonymous).count();
     if indexed != table.by_holder.len() {
-        return Err(format!("holder index has {} rows for {indexed} entries", table.by_holder.len()));
+        return Err(format!(
+            "holder index has {} rows for {indexed} entries",
+            table.by_holder.len()
+        ));
     }
     let with_request = table.entries.values().filter(|e| e.request.is_some()).count();
     if with_request != table.by_request.len() {

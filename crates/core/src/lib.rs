@@ -21,7 +21,9 @@ pub mod name;
 pub mod snapshot;
 pub mod table;
 
-pub use command::{Acquire, Command, Ctx, Mode, ReleaseReason, RequestScope, TtlChange, Wait, Want};
+pub use command::{
+    Acquire, Command, Ctx, Mode, ReleaseReason, RequestScope, TtlChange, Wait, Want,
+};
 pub use effect::{Effect, HoldView, Kind, LostReason, Response, SessionEnd, WaitEnd};
 pub use error::CoreError;
 pub use ids::{FencingToken, HoldId, Holder, NodeEpoch, Origin, SessionId, Via, MAX_TOKEN};

@@ -47,9 +47,7 @@ pub fn validate_name(name: &str) -> Result<(), CoreError> {
         )));
     }
     if name.chars().any(char::is_control) {
-        return Err(CoreError::InvalidArgument(
-            "name must not contain control characters".into(),
-        ));
+        return Err(CoreError::InvalidArgument("name must not contain control characters".into()));
     }
     Ok(())
 }

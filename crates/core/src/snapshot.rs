@@ -231,10 +231,9 @@ impl Table {
             let id = SessionId::from_u128(session.id);
             table.timers.insert((session.deadline, Timer::Session(id)));
             let owner: Arc<str> = Arc::from(session.owner);
-            table.sessions.insert(
-                id,
-                Session { ttl_ms: session.ttl_ms, owner, deadline: session.deadline },
-            );
+            table
+                .sessions
+                .insert(id, Session { ttl_ms: session.ttl_ms, owner, deadline: session.deadline });
         }
         let mut holders_by_token: BTreeMap<u64, HoldId> = BTreeMap::new();
         for raw in body.entries {
@@ -326,9 +325,9 @@ fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, Sna
         owner: Arc::from(raw.owner),
         holder,
         ttl_ms: raw.ttl_ms,
-        request: raw
-            .request
-            .map(|(request_id, retain_until)| Box::new(RequestMeta { request_id: Arc::from(request_id), retain_until })),
+        request: raw.request.map(|(request_id, retain_until)| {
+            Box::new(RequestMeta { request_id: Arc::from(request_id), retain_until })
+        }),
         state,
     })
 }

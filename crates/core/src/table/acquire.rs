@@ -1,6 +1,5 @@
 //! `Acquire`: grant now, queue, or refuse; `request_id` repeats rejoin their first outcome.
 
-use std::collections::BTreeMap;
 use crate::command::{
     Acquire, Mode, RequestScope, Wait, Want, MAX_DURATION_MS, MAX_LOCK_DELAY_MS, MAX_OWNER_BYTES,
     MAX_REQUEST_ID_BYTES, REQUEST_ID_RETENTION_MS,
@@ -8,6 +7,7 @@ use crate::command::{
 use crate::effect::{Effect, Response, WaitEnd};
 use crate::error::CoreError;
 use crate::ids::{HoldId, Holder, MAX_TOKEN};
+use std::collections::BTreeMap;
 
 use super::{Ending, Entry, EntryState, NameKind, NameState, RequestMeta, Table, Timer, WaitState};
 
@@ -54,9 +54,9 @@ pub(crate) fn validate(acquire: &Acquire) -> Result<(), CoreError> {
 pub(crate) fn validate_ttl(ttl_ms: Option<u64>) -> Result<(), CoreError> {
     match ttl_ms {
         Some(0) => Err(CoreError::InvalidArgument("ttl_ms must be at least 1".into())),
-        Some(ms) if ms > MAX_DURATION_MS => Err(CoreError::InvalidArgument(format!(
-            "ttl_ms must be at most {MAX_DURATION_MS}"
-        ))),
+        Some(ms) if ms > MAX_DURATION_MS => {
+            Err(CoreError::InvalidArgument(format!("ttl_ms must be at most {MAX_DURATION_MS}")))
+        }
         _ => Ok(()),
     }
 }
@@ -106,7 +106,9 @@ impl Table {
             }
         }
         let grantable = existing.is_none_or(|state| {
-            state.waiter_count() == 0 && state.delay_until <= self.now_ms && state.fits(mode, permits)
+            state.waiter_count() == 0
+                && state.delay_until <= self.now_ms
+                && state.fits(mode, permits)
         });
         if grantable && self.next_token > MAX_TOKEN {
             return Err(CoreError::Unavailable("fencing tokens are exhausted".into()));
@@ -276,10 +278,9 @@ impl Table {
 
     fn describe_busy(&self, name: &crate::name::LockName) -> String {
         match self.names.get(name) {
-            Some(state) if state.delay_until > self.now_ms => format!(
-                "lock-delay in effect for {} ms more",
-                state.delay_until - self.now_ms
-            ),
+            Some(state) if state.delay_until > self.now_ms => {
+                format!("lock-delay in effect for {} ms more", state.delay_until - self.now_ms)
+            }
             Some(state) if state.waiter_count() > 0 && state.holders.is_empty() => {
                 "the name has waiters ahead".into()
             }

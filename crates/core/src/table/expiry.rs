@@ -5,7 +5,7 @@
 use crate::effect::{Effect, LostReason, SessionEnd, WaitEnd};
 use crate::ids::{Holder, NodeEpoch};
 
-use super::{EntryState, Ending, Table, Timer};
+use super::{Ending, EntryState, Table, Timer};
 
 impl Table {
     pub(super) fn run_due(&mut self, effects: &mut Vec<Effect>) {
@@ -26,9 +26,11 @@ impl Table {
     fn fire(&mut self, deadline: u64, timer: Timer, effects: &mut Vec<Effect>) {
         match timer {
             Timer::Wait(id) => {
-                let due = self.entries.get(&id).and_then(|entry| entry.waiting()).is_some_and(
-                    |wait| wait.deadline == Some(deadline),
-                );
+                let due = self
+                    .entries
+                    .get(&id)
+                    .and_then(|entry| entry.waiting())
+                    .is_some_and(|wait| wait.deadline == Some(deadline));
                 if due {
                     self.end_entry(id, Ending::Voluntary { waiter: WaitEnd::Timeout }, effects);
                 }
@@ -39,9 +41,11 @@ impl Table {
                 }
             }
             Timer::Hold(id) => {
-                let due = self.entries.get(&id).and_then(|entry| entry.held()).is_some_and(
-                    |held| held.expires_at == Some(deadline),
-                );
+                let due = self
+                    .entries
+                    .get(&id)
+                    .and_then(|entry| entry.held())
+                    .is_some_and(|held| held.expires_at == Some(deadline));
                 if due {
                     let how = Ending::Involuntary {
                         lost: LostReason::Expired,
@@ -61,7 +65,9 @@ impl Table {
                 }
             }
             Timer::Request(id) => {
-                let Some(entry) = self.entries.get_mut(&id) else { return };
+                let Some(entry) = self.entries.get_mut(&id) else {
+                    return;
+                };
                 if entry.request.as_ref().is_some_and(|request| request.retain_until == deadline) {
                     let request = entry.request.take().expect("checked above");
                     let scope = crate::command::RequestScope::of(&entry.holder, &entry.owner);
@@ -79,7 +85,9 @@ impl Table {
         at: u64,
         effects: &mut Vec<Effect>,
     ) {
-        let Some(session) = self.sessions.remove(&id) else { return };
+        let Some(session) = self.sessions.remove(&id) else {
+            return;
+        };
         self.timers.remove(&(session.deadline, Timer::Session(id)));
         let how = Ending::Involuntary {
             lost: LostReason::Session,

@@ -58,7 +58,8 @@ impl Hasher for IdHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
     fn write_u64(&mut self, value: u64) {
@@ -389,12 +390,18 @@ impl Table {
     /// and the first that does not fit holds back everyone behind it (no barging).
     fn grant_waiters(&mut self, name: &LockName, effects: &mut Vec<Effect>) {
         loop {
-            let Some(state) = self.names.get(name) else { return };
+            let Some(state) = self.names.get(name) else {
+                return;
+            };
             if state.delay_until > self.now_ms {
                 return;
             }
-            let Some(head) = state.first_waiter() else { return };
-            let Some(entry) = self.entries.get(&head) else { return };
+            let Some(head) = state.first_waiter() else {
+                return;
+            };
+            let Some(entry) = self.entries.get(&head) else {
+                return;
+            };
             if !state.fits(entry.mode, entry.permits) || self.next_token > MAX_TOKEN {
                 return;
             }
@@ -411,8 +418,12 @@ impl Table {
 
     /// Removes a waiting entry from its queue and the wait timer (it stays in `entries`).
     fn dequeue(&mut self, id: HoldId) {
-        let Some(entry) = self.entries.get(&id) else { return };
-        let EntryState::Waiting(wait) = &entry.state else { return };
+        let Some(entry) = self.entries.get(&id) else {
+            return;
+        };
+        let EntryState::Waiting(wait) = &entry.state else {
+            return;
+        };
         if let Some(deadline) = wait.deadline {
             self.timers.remove(&(deadline, Timer::Wait(id)));
         }
@@ -458,7 +469,9 @@ impl Table {
     /// Ends an entry, held or waiting, with every index updated; emits the effect `how` calls
     /// for and marks the name for grants. Returns whether the entry existed.
     pub(crate) fn end_entry(&mut self, id: HoldId, how: Ending, effects: &mut Vec<Effect>) -> bool {
-        let Some(entry) = self.entries.get(&id) else { return false };
+        let Some(entry) = self.entries.get(&id) else {
+            return false;
+        };
         let name = entry.name.clone();
         match &entry.state {
             EntryState::Waiting(wait) => {
@@ -471,7 +484,8 @@ impl Table {
             }
             EntryState::Held(held) => {
                 let held = *held;
-                let (mode, permits, lock_delay_ms) = (entry.mode, entry.permits, entry.lock_delay_ms);
+                let (mode, permits, lock_delay_ms) =
+                    (entry.mode, entry.permits, entry.lock_delay_ms);
                 if let Some(deadline) = held.expires_at {
                     self.timers.remove(&(deadline, Timer::Hold(id)));
                 }
@@ -528,7 +542,9 @@ impl Table {
     }
 
     fn forget_if_unused(&mut self, name: &LockName) {
-        let Some(state) = self.names.get(name) else { return };
+        let Some(state) = self.names.get(name) else {
+            return;
+        };
         if !state.is_unused(self.now_ms) {
             return;
         }

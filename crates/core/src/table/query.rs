@@ -110,7 +110,9 @@ impl Table {
     /// `check`: whether a live hold of `name` carries `token` (Chubby's CheckSequencer).
     pub fn check(&self, name: &str, token: u64, now_ms: u64) -> bool {
         let now_ms = now_ms.max(self.now_ms);
-        let Some(state) = self.names.get(name) else { return false };
+        let Some(state) = self.names.get(name) else {
+            return false;
+        };
         state.holders.iter().any(|id| {
             self.entries.get(id).is_some_and(|entry| {
                 entry.held().is_some_and(|held| held.token == token)
