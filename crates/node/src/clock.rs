@@ -11,10 +11,7 @@ pub struct LogClock {
 
 impl LogClock {
     pub fn start_at(base_ms: u64) -> LogClock {
-        LogClock {
-            base_ms,
-            started: Instant::now(),
-        }
+        LogClock { base_ms, started: Instant::now() }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -24,7 +21,5 @@ impl LogClock {
 
 /// Wall-clock Unix ms, for display fields only.
 pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
 }

@@ -83,10 +83,7 @@ struct Inner {
 impl Node {
     /// Opens the node and proposes `Resume` as its first command.
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
-        let boot = NodeEpoch {
-            node: config.node_id,
-            epoch: rand::random::<u64>() | 1,
-        };
+        let boot = NodeEpoch { node: config.node_id, epoch: rand::random::<u64>() | 1 };
         let (next_deadline, deadline_rx) = watch::channel(None);
         let node = Node {
             inner: Arc::new(Inner {
@@ -98,12 +95,9 @@ impl Node {
                 next_local_id: AtomicU64::new(1),
             }),
         };
-        node.propose(Command::Resume {
-            margin_ms: config.resume_margin_ms,
-            live: vec![boot],
-        })
-        .await?
-        .map_err(|err| NodeError::Unavailable(format!("resume failed: {err}")))?;
+        node.propose(Command::Resume { margin_ms: config.resume_margin_ms, live: vec![boot] })
+            .await?
+            .map_err(|err| NodeError::Unavailable(format!("resume failed: {err}")))?;
         tokio::spawn(expiry_ticker(Arc::downgrade(&node.inner), deadline_rx));
         Ok(node)
     }
@@ -150,11 +144,7 @@ impl Node {
     /// A linearizable read of the table at the current log time.
     pub async fn read<R>(&self, read: impl FnOnce(&Table, u64) -> R) -> Result<R, NodeError> {
         let now = self.now_ms();
-        let table = self
-            .inner
-            .table
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let table = self.inner.table.lock().unwrap_or_else(|poison| poison.into_inner());
         Ok(read(&table, now))
     }
 
@@ -165,10 +155,7 @@ impl Node {
         let node = self.clone();
         tokio::spawn(async move {
             for hold_id in holds {
-                let command = Command::Release {
-                    hold_id,
-                    reason: ReleaseReason::Undeliverable,
-                };
+                let command = Command::Release { hold_id, reason: ReleaseReason::Undeliverable };
                 let _ = node.propose(command).await;
             }
         });
@@ -180,14 +167,8 @@ impl Inner {
     /// delivered.
     fn apply(&self, command: Command) -> (Result<Response, CoreError>, Vec<HoldId>) {
         let mut effects: Vec<Effect> = Vec::new();
-        let ctx = Ctx {
-            now_ms: self.clock.now_ms(),
-            wall_ms: clock::wall_ms(),
-        };
-        let mut table = self
-            .table
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
+        let ctx = Ctx { now_ms: self.clock.now_ms(), wall_ms: clock::wall_ms() };
+        let mut table = self.table.lock().unwrap_or_else(|poison| poison.into_inner());
         let response = table.apply(ctx, command, &mut effects);
         // Routed under the table lock so effects reach their inboxes in log order.
         let undeliverable = self.router.route(self.boot, effects);
@@ -209,9 +190,9 @@ async fn expiry_ticker(inner: std::sync::Weak<Inner>, mut deadline: watch::Recei
         let next = *deadline.borrow_and_update();
         let sleep = match (next, inner.upgrade()) {
             (_, None) => return,
-            (Some(at), Some(inner)) => Some(Duration::from_millis(
-                at.saturating_sub(inner.clock.now_ms()),
-            )),
+            (Some(at), Some(inner)) => {
+                Some(Duration::from_millis(at.saturating_sub(inner.clock.now_ms())))
+            }
             (None, Some(_)) => None,
         };
         let fired = match sleep {

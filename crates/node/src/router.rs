@@ -59,29 +59,19 @@ impl Drop for ConnectionInbox {
 
 impl Router {
     fn lock(&self) -> std::sync::MutexGuard<'_, Routes> {
-        self.shared
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        self.shared.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
     pub fn register_request(&self, id: u64) -> RequestInbox {
         let (sender, receiver) = oneshot::channel();
         self.lock().requests.insert(id, sender);
-        RequestInbox {
-            id,
-            receiver,
-            router: self.clone(),
-        }
+        RequestInbox { id, receiver, router: self.clone() }
     }
 
     pub fn register_connection(&self, key: InboxKey) -> ConnectionInbox {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.lock().connections.insert(key, sender);
-        ConnectionInbox {
-            key,
-            receiver,
-            router: self.clone(),
-        }
+        ConnectionInbox { key, receiver, router: self.clone() }
     }
 
     /// Delivers `effects` in order; returns the grants nobody could receive.
@@ -121,10 +111,8 @@ impl Router {
                 Effect::SessionEnded { session_id, .. } => InboxKey::Session(*session_id),
             };
             let granted = granted_id(&effect);
-            let delivered = routes
-                .connections
-                .get(&target)
-                .is_some_and(|sender| sender.send(effect).is_ok());
+            let delivered =
+                routes.connections.get(&target).is_some_and(|sender| sender.send(effect).is_ok());
             if !delivered {
                 undeliverable.extend(granted);
             }
