@@ -272,7 +272,7 @@ impl Table {
                     }
                 }
             }
-            table.entries.insert(id, entry);
+            table.entries.insert(id, Box::new(entry));
         }
         for id in holders_by_token.into_values() {
             let name = table.entries[&id].name.clone();

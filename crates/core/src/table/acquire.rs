@@ -168,7 +168,7 @@ impl Table {
         };
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 name: acquire.name,
                 mode,
                 permits,
@@ -178,7 +178,7 @@ impl Table {
                 ttl_ms: acquire.ttl_ms,
                 request,
                 state,
-            },
+            }),
         );
         if grantable {
             self.grant(id);

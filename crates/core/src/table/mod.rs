@@ -254,7 +254,8 @@ pub struct Table {
     pub(crate) next_token: u64,
     pub(crate) next_seq: u64,
     pub(crate) names: BTreeMap<LockName, NameState>,
-    pub(crate) entries: IdMap<HoldId, Entry>,
+    /// Boxed: the map's slots stay small, so a half-empty map after growth costs little.
+    pub(crate) entries: IdMap<HoldId, Box<Entry>>,
     pub(crate) sessions: IdMap<SessionId, Session>,
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     /// Every entry of a non-anonymous holder: re-entrancy, bulk release, compat release.
@@ -516,7 +517,7 @@ impl Table {
                 }
             }
         }
-        let entry = self.entries.remove(&id).expect("entry present");
+        let entry = *self.entries.remove(&id).expect("entry present");
         if entry.holder != Holder::Anonymous {
             self.by_holder.remove(&(entry.holder.clone(), name.clone()));
         }
