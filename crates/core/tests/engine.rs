@@ -531,3 +531,17 @@ fn limits_give_limit_exceeded() {
     t.run(open(1)).unwrap();
     assert_eq!(code(t.run(open(2))), "limit_exceeded");
 }
+
+#[test]
+fn a_command_sees_the_grants_expiry_would_have_made() {
+    // The writer expires; the queued reader is granted by that expiry, so a reader's try-lock
+    // in the same command is compatible with it rather than stuck behind a stale queue.
+    let mut t = T::new();
+    held(t.acquire_with(|a| a.ttl_ms = Some(100)));
+    let reader = queued(t.lock("db", Mode::Shared, Wait::Forever));
+    t.now += 100;
+    let second = held(t.lock("db", Mode::Shared, Wait::Try));
+    assert_eq!(t.granted_ids(), vec![reader]);
+    let first_token = t.table.name_view(&name("db"), t.now).holders[0].token;
+    assert!(first_token < second.token, "the earlier waiter is granted first");
+}

@@ -15,7 +15,7 @@ impl Table {
         lock_delay: bool,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, CoreError> {
-        if !self.entries.get(&hold_id).is_some_and(|entry| entry.held().is_some()) {
+        if self.entries.get(&hold_id).is_none_or(|entry| entry.held().is_none()) {
             return Err(CoreError::NotFound("no live hold with that id".into()));
         }
         let how = self.admin_ending(lock_delay);
