@@ -14,13 +14,46 @@ const NAMES: [&str; 3] = ["a", "b", "c"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    Acquire { name: usize, want: Want, wait: Wait, ttl: Option<u64>, delay: u64, old_boot: bool },
-    Release { pick: usize },
-    Renew { pick: usize, ttl: Option<u64> },
-    AdminName { name: usize, delay: bool },
-    Tick { ms: u64 },
-    Back { ms: u64 },
-    Resume { margin: u64 },
+    Acquire {
+        name: usize,
+        want: Want,
+        wait: Wait,
+        ttl: Option<u64>,
+        delay: u64,
+        old_boot: bool,
+        session: Option<usize>,
+        rid: Option<u8>,
+    },
+    OpenSession {
+        s: usize,
+        ttl: u64,
+    },
+    KeepAlive {
+        s: usize,
+    },
+    CloseSession {
+        s: usize,
+    },
+    Release {
+        pick: usize,
+    },
+    Renew {
+        pick: usize,
+        ttl: Option<u64>,
+    },
+    AdminName {
+        name: usize,
+        delay: bool,
+    },
+    Tick {
+        ms: u64,
+    },
+    Back {
+        ms: u64,
+    },
+    Resume {
+        margin: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -32,10 +65,16 @@ fn op() -> impl Strategy<Value = Op> {
     let wait = prop_oneof![Just(Wait::Try), (1u64..40).prop_map(Wait::For), Just(Wait::Forever)];
     let ttl = prop_oneof![Just(None), (1u64..60).prop_map(Some)];
     prop_oneof![
-        5 => (0..3usize, want, wait, ttl.clone(), prop_oneof![Just(0u64), 1u64..20], any::<bool>())
-            .prop_map(|(name, want, wait, ttl, delay, old)| Op::Acquire {
-                name, want, wait, ttl, delay, old_boot: old && matches!(wait, Wait::Forever)
+        5 => (
+            (0..3usize, want, wait, ttl.clone(), prop_oneof![Just(0u64), 1u64..20], any::<bool>()),
+            (prop_oneof![2 => Just(None), 1 => (0..2usize).prop_map(Some)], prop_oneof![2 => Just(None), 1 => (0..2u8).prop_map(Some)]),
+        )
+            .prop_map(|((name, want, wait, ttl, delay, old), (session, rid))| Op::Acquire {
+                name, want, wait, ttl, delay, old_boot: old && matches!(wait, Wait::Forever), session, rid
             }),
+        1 => (0..2usize, 5u64..80).prop_map(|(s, ttl)| Op::OpenSession { s, ttl }),
+        1 => (0..2usize).prop_map(|s| Op::KeepAlive { s }),
+        1 => (0..2usize).prop_map(|s| Op::CloseSession { s }),
         3 => any::<usize>().prop_map(|pick| Op::Release { pick }),
         1 => (any::<usize>(), ttl).prop_map(|(pick, ttl)| Op::Renew { pick, ttl }),
         1 => (0..3usize, any::<bool>()).prop_map(|(name, delay)| Op::AdminName { name, delay }),
@@ -50,9 +89,12 @@ struct MHold {
     id: u128,
     mode: Mode,
     permits: u32,
+    token: u64,
     ttl: Option<u64>,
     expires: Option<u64>,
     delay: u64,
+    session: Option<usize>,
+    rid: Option<u8>,
 }
 #[derive(Clone, Debug)]
 struct MWait {
@@ -63,6 +105,8 @@ struct MWait {
     ttl: Option<u64>,
     delay: u64,
     boot: NodeEpoch,
+    session: Option<usize>,
+    rid: Option<u8>,
 }
 #[derive(Clone, Debug, Default)]
 struct MName {
@@ -75,6 +119,7 @@ struct MName {
 /// What we compare: responses and effects reduced to ids, tokens and reasons.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Out {
+    Kept(Option<u64>),
     Granted(u128, u64),
     Queued(u128),
     Err(&'static str),
@@ -82,6 +127,7 @@ enum Out {
 }
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Fx {
+    SessionEnded(u128),
     Granted(u128, u64),
     WaitEnded(u128, &'static str),
     Lost(u128, &'static str),
@@ -89,6 +135,7 @@ enum Fx {
 
 #[derive(Default)]
 struct Model {
+    sessions: BTreeMap<usize, (u64, u64)>,
     now: u64,
     next_token: u64,
     names: BTreeMap<&'static str, MName>,
@@ -119,9 +166,12 @@ impl Model {
                     id: w.id,
                     mode: w.mode,
                     permits: w.permits,
+                    token,
                     ttl: w.ttl,
                     expires: w.ttl.map(|t| now + t),
                     delay: w.delay,
+                    session: w.session,
+                    rid: w.rid,
                 });
                 fx.push(Fx::Granted(w.id, token));
             }
@@ -155,6 +205,16 @@ impl Model {
             }
             fx.push(Fx::WaitEnded(id, "timeout"));
         }
+        let mut sessions: Vec<(u64, usize)> = self
+            .sessions
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(s, (_, d))| (*d, *s))
+            .collect();
+        sessions.sort_by_key(|(d, s)| (*d, 500 + *s as u128));
+        for (at, s) in sessions {
+            self.end_session(s, Some(at), fx);
+        }
         for (at, id) in holds {
             for n in self.names.values_mut() {
                 if let Some(i) = n.holders.iter().position(|h| h.id == id) {
@@ -166,6 +226,28 @@ impl Model {
                 }
             }
         }
+    }
+
+    /// Ends session `s`: involuntarily at `at` (lost + lock-delay) or voluntarily (`None`).
+    fn end_session(&mut self, s: usize, at: Option<u64>, fx: &mut Vec<Fx>) {
+        self.sessions.remove(&s);
+        let now = self.now;
+        for n in self.names.values_mut() {
+            if let Some(i) = n.holders.iter().position(|h| h.session == Some(s)) {
+                let h = n.holders.remove(i);
+                if let Some(at) = at {
+                    if h.delay > 0 && at + h.delay > now {
+                        n.delay_until = n.delay_until.max(at + h.delay);
+                    }
+                    fx.push(Fx::Lost(h.id, "session"));
+                }
+            }
+            if let Some(i) = n.queue.iter().position(|w| w.session == Some(s)) {
+                let w = n.queue.remove(i);
+                fx.push(Fx::WaitEnded(w.id, "cancelled"));
+            }
+        }
+        fx.push(Fx::SessionEnded(500 + s as u128));
     }
 
     fn all_ids(&self) -> Vec<u128> {
@@ -195,12 +277,61 @@ impl Model {
         self.expire(fx);
         self.grant_all(fx);
         let out = match op {
-            Op::Acquire { name, want, wait, ttl, delay, old_boot } => {
+            Op::Acquire { name, want, wait, ttl, delay, old_boot, session, rid } => {
                 let name = NAMES[*name];
                 let (limit, mode, permits) = match want {
                     Want::Lock(mode) => (None, *mode, 1),
                     Want::Semaphore { limit, permits } => (Some(*limit), Mode::Shared, *permits),
                 };
+                if rid.is_some() {
+                    let now = self.now;
+                    for (entry_name, n) in self.names.iter_mut() {
+                        let same = |other: &MName| other.limit == limit && *entry_name == name;
+                        if let Some(h) =
+                            n.holders.iter().find(|h| h.session == *session && h.rid == *rid)
+                        {
+                            if !(same(n) && h.mode == mode && h.permits == permits) {
+                                return Out::Err("conflict");
+                            }
+                            return Out::Granted(h.id, h.token);
+                        }
+                        let fits_name = same(n);
+                        if let Some(i) =
+                            n.queue.iter().position(|w| w.session == *session && w.rid == *rid)
+                        {
+                            if !(fits_name
+                                && n.queue[i].mode == mode
+                                && n.queue[i].permits == permits)
+                            {
+                                return Out::Err("conflict");
+                            }
+                            let earlier = n.queue[i].id;
+                            fx.push(Fx::WaitEnded(earlier, "cancelled"));
+                            if matches!(wait, Wait::Try) {
+                                n.queue.remove(i);
+                                self.grant_all(fx);
+                                return Out::Err("locked");
+                            }
+                            n.queue[i].deadline = match wait {
+                                Wait::For(ms) => Some(now + ms),
+                                _ => None,
+                            };
+                            n.queue[i].boot = if *old_boot { OLD } else { LIVE };
+                            return Out::Queued(earlier);
+                        }
+                    }
+                }
+                if let Some(s) = session {
+                    if !self.sessions.contains_key(s) {
+                        return Out::Err("not_found");
+                    }
+                    if self.names.get(name).is_some_and(|n| {
+                        n.holders.iter().any(|h| h.session == Some(*s))
+                            || n.queue.iter().any(|w| w.session == Some(*s))
+                    }) {
+                        return Out::Err("conflict");
+                    }
+                }
                 let existing = self.names.get(name);
                 if existing.is_some_and(|n| n.limit != limit) {
                     return Out::Err("conflict");
@@ -217,9 +348,12 @@ impl Model {
                         id,
                         mode,
                         permits,
+                        token,
                         ttl: *ttl,
                         expires: ttl.map(|t| self.now + t),
                         delay: *delay,
+                        session: *session,
+                        rid: *rid,
                     });
                     Out::Granted(id, token)
                 } else if *wait == Wait::Try {
@@ -238,6 +372,8 @@ impl Model {
                         ttl: *ttl,
                         delay: *delay,
                         boot,
+                        session: *session,
+                        rid: *rid,
                     });
                     Out::Queued(id)
                 }
@@ -290,7 +426,31 @@ impl Model {
                 }
             }
             Op::Tick { .. } | Op::Back { .. } => Out::Ok,
+            Op::OpenSession { s, ttl } => {
+                if self.sessions.contains_key(s) {
+                    return Out::Err("conflict");
+                }
+                self.sessions.insert(*s, (*ttl, self.now + ttl));
+                Out::Ok
+            }
+            Op::KeepAlive { s } => match self.sessions.get_mut(s) {
+                Some((ttl, deadline)) => {
+                    *deadline = (*deadline).max(self.now + *ttl);
+                    Out::Kept(Some(*ttl))
+                }
+                None => Out::Kept(None),
+            },
+            Op::CloseSession { s } => {
+                if !self.sessions.contains_key(s) {
+                    return Out::Err("not_found");
+                }
+                self.end_session(*s, None, fx);
+                Out::Ok
+            }
             Op::Resume { margin } => {
+                for (_, deadline) in self.sessions.values_mut() {
+                    *deadline += margin;
+                }
                 for n in self.names.values_mut() {
                     for h in &mut n.holders {
                         h.expires = h.expires.map(|e| e + margin);
@@ -309,21 +469,36 @@ impl Model {
 
 fn to_command(op: &Op, id: u128, model: &Model) -> Command {
     match op {
-        Op::Acquire { name, want, wait, ttl, delay, old_boot } => Command::Acquire(Acquire {
-            hold_id: HoldId::from_u128(id),
-            name: LockName::new(NAMES[*name]).unwrap(),
-            want: *want,
-            owner: Arc::from("w"),
-            holder: Holder::Anonymous,
-            wait: *wait,
+        Op::OpenSession { s, ttl } => Command::OpenSession {
+            session_id: SessionId::from_u128(500 + *s as u128),
             ttl_ms: *ttl,
-            lock_delay_ms: *delay,
-            request_id: None,
-            origin: Origin {
-                boot: if *old_boot { OLD } else { LIVE },
-                via: Via::Request(id as u64),
-            },
-        }),
+            owner: Arc::from("s"),
+        },
+        Op::KeepAlive { s } => {
+            Command::KeepAlive { sessions: vec![SessionId::from_u128(500 + *s as u128)] }
+        }
+        Op::CloseSession { s } => {
+            Command::CloseSession { session_id: SessionId::from_u128(500 + *s as u128) }
+        }
+        Op::Acquire { name, want, wait, ttl, delay, old_boot, session, rid } => {
+            Command::Acquire(Acquire {
+                hold_id: HoldId::from_u128(id),
+                name: LockName::new(NAMES[*name]).unwrap(),
+                want: *want,
+                owner: Arc::from("w"),
+                holder: session.map_or(Holder::Anonymous, |s| {
+                    Holder::Session(SessionId::from_u128(500 + s as u128))
+                }),
+                wait: *wait,
+                ttl_ms: *ttl,
+                lock_delay_ms: *delay,
+                request_id: rid.map(|r| Arc::from(format!("r{r}"))),
+                origin: Origin {
+                    boot: if *old_boot { OLD } else { LIVE },
+                    via: Via::Request(id as u64),
+                },
+            })
+        }
         Op::Release { pick } | Op::Renew { pick, .. } => {
             // The same pick over the model's ids *before* expiry; the table sees the same ids.
             let ids = model.all_ids();
@@ -353,6 +528,7 @@ fn reduce(response: Result<Response, CoreError>, effects: &[Effect]) -> (Out, Ve
     let out = match response {
         Ok(Response::Granted { hold, .. }) => Out::Granted(hold.hold_id.as_u128(), hold.token.0),
         Ok(Response::Queued { hold_id, .. }) => Out::Queued(hold_id.as_u128()),
+        Ok(Response::KeptAlive { ttl_ms }) => Out::Kept(ttl_ms[0]),
         Ok(_) => Out::Ok,
         Err(err) => Out::Err(err.code()),
     };
@@ -364,7 +540,7 @@ fn reduce(response: Result<Response, CoreError>, effects: &[Effect]) -> (Out, Ve
                 Fx::WaitEnded(hold_id.as_u128(), reason.code())
             }
             Effect::Lost { hold_id, reason, .. } => Fx::Lost(hold_id.as_u128(), reason.as_str()),
-            Effect::SessionEnded { .. } => panic!("no sessions in this test"),
+            Effect::SessionEnded { session_id, .. } => Fx::SessionEnded(session_id.as_u128()),
         })
         .collect();
     (out, fx)
@@ -388,7 +564,7 @@ proptest! {
             }
             let id = 1_000 + step as u128;
             // Release/renew pick among ids alive before this step's expiry, like the model.
-            let mut pick_model = Model { now: model.now, next_token: model.next_token, names: model.names.clone() };
+            let mut pick_model = Model { sessions: model.sessions.clone(), now: model.now, next_token: model.next_token, names: model.names.clone() };
             let mut scratch = Vec::new();
             pick_model.now = pick_model.now.max(now);
             pick_model.expire(&mut scratch);
