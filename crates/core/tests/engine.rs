@@ -545,3 +545,42 @@ fn a_command_sees_the_grants_expiry_would_have_made() {
     let first_token = t.table.name_view(&name("db"), t.now).holders[0].token;
     assert!(first_token < second.token, "the earlier waiter is granted first");
 }
+
+#[test]
+fn kind_conflicts_while_only_a_lock_delay_remains() {
+    let mut t = T::new();
+    held(t.acquire_with(|a| {
+        a.ttl_ms = Some(10);
+        a.lock_delay_ms = 1_000
+    }));
+    t.now += 10;
+    let semaphore = Want::Semaphore { limit: 2, permits: 1 };
+    assert_eq!(code(t.acquire_with(|a| a.want = semaphore)), "conflict");
+    assert_eq!(code(t.lock("db", Mode::Exclusive, Wait::Try)), "locked");
+    t.now += 1_000;
+    held(t.acquire_with(|a| a.want = semaphore));
+}
+
+#[test]
+fn duplicate_ids_are_refused_and_renew_can_remove_the_expiry() {
+    let mut t = T::new();
+    let hold = held(t.lock("db", Mode::Exclusive, Wait::Try));
+    let duplicate = t.acquire_with(|a| {
+        a.hold_id = hold.hold_id;
+        a.name = name("other")
+    });
+    assert_eq!(code(duplicate), "conflict");
+    let session = || Command::OpenSession {
+        session_id: SessionId::from_u128(3),
+        ttl_ms: 100,
+        owner: Arc::from(""),
+    };
+    t.run(session()).unwrap();
+    assert_eq!(code(t.run(session())), "conflict");
+    let renewed = t.run(Command::Renew { hold_id: hold.hold_id, ttl: TtlChange::Unlimited });
+    assert!(matches!(renewed, Ok(Response::Renewed { ref hold }) if hold.expires_in_ms.is_none()));
+    t.now += 1_000_000;
+    assert!(t.table.check("db", hold.token.0, t.now), "no expiry after renew(null)");
+    let again = t.run(Command::Renew { hold_id: hold.hold_id, ttl: TtlChange::Set(50) });
+    assert!(matches!(again, Ok(Response::Renewed { ref hold }) if hold.expires_in_ms == Some(50)));
+}
