@@ -8,9 +8,11 @@
 //!   is for; a grant nobody can receive is released (`undeliverable`).
 //! - [`clock`]: the log clock (never the wall clock, never goes back).
 //! - the expiry ticker: a timer on the table's earliest deadline that proposes `Expire`.
+//! - [`storage`]: the segment log and its group committer (not yet wired under `propose`).
 
 pub mod clock;
 pub mod router;
+pub mod storage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

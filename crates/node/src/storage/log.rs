@@ -1,0 +1,367 @@
+//! An append-only segment log of opaque records, fsync'd in groups.
+//!
+//! On disk: a directory of segment files `seg-<first index, 20 digits>.log`. Each file starts
+//! with the 8-byte magic `LKSLOG\0\0` and a little-endian `u32` format version; then records,
+//! each `u32 payload length · u32 CRC-32 of (index ‖ payload) · u64 index · payload`, all
+//! little-endian. Indexes are consecutive across the whole log.
+//!
+//! Recovery: a record cut short or with a bad checksum at the very end of the newest segment is
+//! the torn tail of a write that was never acknowledged (the process died before its fsync
+//! returned): it is cut off. Damage anywhere else, a foreign file or an unknown version is an
+//! error, never a panic and never a silent loss.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub const MAGIC: &[u8; 8] = b"LKSLOG\0\0";
+pub const VERSION: u32 = 1;
+const HEADER_LEN: u64 = 12;
+const RECORD_HEADER_LEN: usize = 16;
+/// Largest record payload accepted on append or replay.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+/// A segment is closed and a new one started once it passes this size.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} is not a lockserver log segment (bad magic)")]
+    Foreign { path: PathBuf },
+    #[error("{path}: log format version {version} is not supported (this build reads {VERSION})")]
+    Version { path: PathBuf, version: u32 },
+    #[error("{path}: corrupt record at byte {offset}: {what}")]
+    Corrupt { path: PathBuf, offset: u64, what: String },
+    #[error("append of index {got} does not follow the last index {last}")]
+    OutOfOrder { last: u64, got: u64 },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.to_path_buf(), source }
+}
+
+/// One record: its log index and opaque payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub index: u64,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first: u64,
+    path: PathBuf,
+}
+
+/// The open log. Not thread-safe by itself: one owner (the flusher) appends and syncs.
+#[derive(Debug)]
+pub struct SegmentLog {
+    dir: PathBuf,
+    segments: Vec<Segment>,
+    writer: BufWriter<File>,
+    written: u64,
+    /// Index of the last record, or `None` for an empty log.
+    last: Option<u64>,
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("seg-{first:020}.log"))
+}
+
+fn checksum(index: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&index.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+impl SegmentLog {
+    /// Opens (or creates) the log in `dir` and returns every record in it, in order.
+    pub fn open(dir: &Path) -> Result<(SegmentLog, Vec<Record>), LogError> {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+        let mut firsts = Vec::new();
+        for dirent in fs::read_dir(dir).map_err(io_error(dir))? {
+            let dirent = dirent.map_err(io_error(dir))?;
+            let file_name = dirent.file_name();
+            let Some(name) = file_name.to_str() else { continue };
+            let Some(number) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log"))
+            else {
+                continue;
+            };
+            let first =
+                number.parse::<u64>().map_err(|_| LogError::Foreign { path: dirent.path() })?;
+            firsts.push(first);
+        }
+        firsts.sort_unstable();
+        let segments: Vec<Segment> = firsts
+            .into_iter()
+            .map(|first| Segment { first, path: segment_path(dir, first) })
+            .collect();
+        let mut records = Vec::new();
+        let mut valid_len = HEADER_LEN;
+        for (position, segment) in segments.iter().enumerate() {
+            let newest = position + 1 == segments.len();
+            valid_len = read_segment(segment, newest, &mut records)?;
+        }
+        for pair in records.windows(2) {
+            if pair[1].index != pair[0].index + 1 {
+                let path = dir.to_path_buf();
+                let what = format!("index {} follows {}", pair[1].index, pair[0].index);
+                return Err(LogError::Corrupt { path, offset: 0, what });
+            }
+        }
+        let last = records.last().map(|record| record.index);
+        let mut log = match segments.last() {
+            Some(segment) => {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&segment.path)
+                    .map_err(io_error(&segment.path))?;
+                // Cut a torn tail so new records follow the last good one.
+                file.set_len(valid_len).map_err(io_error(&segment.path))?;
+                let mut writer = BufWriter::with_capacity(256 << 10, file);
+                writer.seek(SeekFrom::End(0)).map_err(io_error(&segment.path))?;
+                SegmentLog { dir: dir.to_path_buf(), segments, writer, written: valid_len, last }
+            }
+            None => {
+                let (writer, segment) = create_segment(dir, 1)?;
+                SegmentLog {
+                    dir: dir.to_path_buf(),
+                    segments: vec![segment],
+                    writer,
+                    written: HEADER_LEN,
+                    last: None,
+                }
+            }
+        };
+        log.sync()?;
+        Ok((log, records))
+    }
+
+    pub fn last_index(&self) -> Option<u64> {
+        self.last
+    }
+
+    /// Buffers `records` for writing; they are durable only after `sync`.
+    pub fn append(&mut self, records: &[Record]) -> Result<(), LogError> {
+        for record in records {
+            if let Some(last) = self.last {
+                if record.index != last + 1 {
+                    return Err(LogError::OutOfOrder { last, got: record.index });
+                }
+            }
+            if record.payload.len() > MAX_RECORD_BYTES {
+                let path = self.active_path();
+                let what = format!("record of {} bytes is over the limit", record.payload.len());
+                return Err(LogError::Corrupt { path, offset: self.written, what });
+            }
+            if self.written >= SEGMENT_BYTES {
+                self.roll(record.index)?;
+            }
+            let mut header = [0u8; RECORD_HEADER_LEN];
+            header[0..4].copy_from_slice(&(record.payload.len() as u32).to_le_bytes());
+            header[4..8].copy_from_slice(&checksum(record.index, &record.payload).to_le_bytes());
+            header[8..16].copy_from_slice(&record.index.to_le_bytes());
+            let path = self.active_path();
+            self.writer.write_all(&header).map_err(io_error(&path))?;
+            self.writer.write_all(&record.payload).map_err(io_error(&path))?;
+            self.written += (RECORD_HEADER_LEN + record.payload.len()) as u64;
+            self.last = Some(record.index);
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered and waits until it is on disk (fdatasync).
+    pub fn sync(&mut self) -> Result<(), LogError> {
+        let path = self.active_path();
+        self.writer.flush().map_err(io_error(&path))?;
+        self.writer.get_ref().sync_data().map_err(io_error(&path))
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments.last().map_or_else(|| self.dir.clone(), |segment| segment.path.clone())
+    }
+
+    /// Closes the active segment (durably) and starts a new one at `first`.
+    fn roll(&mut self, first: u64) -> Result<(), LogError> {
+        self.sync()?;
+        let (writer, segment) = create_segment(&self.dir, first)?;
+        self.writer = writer;
+        self.segments.push(segment);
+        self.written = HEADER_LEN;
+        Ok(())
+    }
+
+    /// Deletes whole segments whose records all have indexes ≤ `upto` (after a snapshot), never
+    /// the active one.
+    pub fn purge_upto(&mut self, upto: u64) -> Result<(), LogError> {
+        while self.segments.len() > 1 && self.segments[1].first <= upto + 1 {
+            let segment = self.segments.remove(0);
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        Ok(())
+    }
+}
+
+fn create_segment(dir: &Path, first: u64) -> Result<(BufWriter<File>, Segment), LogError> {
+    let path = segment_path(dir, first);
+    let mut file =
+        OpenOptions::new().create_new(true).write(true).open(&path).map_err(io_error(&path))?;
+    file.write_all(MAGIC).map_err(io_error(&path))?;
+    file.write_all(&VERSION.to_le_bytes()).map_err(io_error(&path))?;
+    file.sync_all().map_err(io_error(&path))?;
+    // The new file's name must survive a crash too.
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error(dir))?;
+    Ok((BufWriter::with_capacity(256 << 10, file), Segment { first, path }))
+}
+
+/// Reads one segment's records into `records`; returns the length of its valid prefix.
+fn read_segment(
+    segment: &Segment,
+    newest: bool,
+    records: &mut Vec<Record>,
+) -> Result<u64, LogError> {
+    let path = &segment.path;
+    let mut bytes = Vec::new();
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_error(path))?;
+    if bytes.len() < HEADER_LEN as usize || &bytes[..8] != MAGIC {
+        return Err(LogError::Foreign { path: path.clone() });
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(LogError::Version { path: path.clone(), version });
+    }
+    let mut offset = HEADER_LEN as usize;
+    while offset < bytes.len() {
+        let torn = |what: &str| -> Result<u64, LogError> {
+            if newest {
+                Ok(offset as u64)
+            } else {
+                Err(LogError::Corrupt {
+                    path: path.clone(),
+                    offset: offset as u64,
+                    what: what.into(),
+                })
+            }
+        };
+        if bytes.len() - offset < RECORD_HEADER_LEN {
+            return torn("record header cut short");
+        }
+        let header = &bytes[offset..offset + RECORD_HEADER_LEN];
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let start = offset + RECORD_HEADER_LEN;
+        if len > MAX_RECORD_BYTES || bytes.len() - start < len {
+            return torn("record cut short");
+        }
+        let payload = &bytes[start..start + len];
+        if checksum(index, payload) != crc {
+            // A bad checksum on the last record of the newest segment is a torn write; with
+            // more records after it, it is damage.
+            if newest && start + len == bytes.len() {
+                return Ok(offset as u64);
+            }
+            let what = "checksum mismatch".to_string();
+            return Err(LogError::Corrupt { path: path.clone(), offset: offset as u64, what });
+        }
+        records.push(Record { index, payload: payload.to_vec() });
+        offset = start + len;
+    }
+    Ok(offset as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(range: std::ops::RangeInclusive<u64>) -> Vec<Record> {
+        range
+            .map(|index| Record { index, payload: format!("entry {index}").into_bytes() })
+            .collect()
+    }
+
+    #[test]
+    fn records_survive_reopen_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert!(replayed.is_empty());
+        log.append(&records(1..=100)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (mut log, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(replayed, records(1..=100));
+        log.append(&records(101..=102)).unwrap();
+        log.sync().unwrap();
+        let (_, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(replayed.last().unwrap().index, 102);
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+        log.append(&records(1..=10)).unwrap();
+        log.sync().unwrap();
+        let path = log.active_path();
+        drop(log);
+        let full = fs::metadata(&path).unwrap().len();
+        for cut in [1u64, 5, 17, 20] {
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(full - cut).unwrap();
+            drop(file);
+            let (log, replayed) = SegmentLog::open(dir.path()).unwrap();
+            assert_eq!(replayed, records(1..=9), "cut {cut} bytes");
+            assert_eq!(log.last_index(), Some(9));
+            drop(log);
+            // Put record 10 back for the next cut.
+            let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+            log.append(&records(10..=10)).unwrap();
+            log.sync().unwrap();
+        }
+    }
+
+    #[test]
+    fn damage_before_the_tail_and_foreign_files_are_clean_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+        log.append(&records(1..=10)).unwrap();
+        log.sync().unwrap();
+        let path = log.active_path();
+        drop(log);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_LEN as usize + RECORD_HEADER_LEN + 2] ^= 0xff; // inside record 1
+        fs::write(&path, &bytes).unwrap();
+        let err = SegmentLog::open(dir.path()).unwrap_err();
+        assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+
+        let foreign = tempfile::tempdir().unwrap();
+        fs::write(segment_path(foreign.path(), 1), b"{\"not\": \"a log\"}").unwrap();
+        let err = SegmentLog::open(foreign.path()).unwrap_err();
+        assert!(matches!(err, LogError::Foreign { .. }), "{err}");
+
+        let future = tempfile::tempdir().unwrap();
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&7u32.to_le_bytes());
+        fs::write(segment_path(future.path(), 1), header).unwrap();
+        let err = SegmentLog::open(future.path()).unwrap_err();
+        assert!(matches!(err, LogError::Version { version: 7, .. }), "{err}");
+    }
+
+    #[test]
+    fn appends_must_be_consecutive_and_old_segments_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+        log.append(&records(1..=3)).unwrap();
+        let err = log.append(&records(5..=5)).unwrap_err();
+        assert!(matches!(err, LogError::OutOfOrder { last: 3, got: 5 }));
+        log.roll(4).unwrap();
+        log.append(&records(4..=6)).unwrap();
+        log.sync().unwrap();
+        log.purge_upto(3).unwrap();
+        assert_eq!(log.segments.len(), 1);
+        let (_, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(replayed, records(4..=6));
+    }
+}
