@@ -282,6 +282,14 @@ mod tests {
             .collect()
     }
 
+    /// A log in `dir` holding records 1 to 10; returns its segment's path.
+    fn ten_records(dir: &Path) -> PathBuf {
+        let (mut log, _) = SegmentLog::open(dir).unwrap();
+        log.append(&records(1..=10)).unwrap();
+        log.sync().unwrap();
+        log.active_path()
+    }
+
     #[test]
     fn records_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -301,22 +309,16 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_and_the_log_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
-        log.append(&records(1..=10)).unwrap();
-        log.sync().unwrap();
-        let path = log.active_path();
-        drop(log);
+        let path = ten_records(dir.path());
         let full = fs::metadata(&path).unwrap().len();
         for cut in [1u64, 5, 17, 20] {
             let file = OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(full - cut).unwrap();
             drop(file);
-            let (log, replayed) = SegmentLog::open(dir.path()).unwrap();
+            let (mut log, replayed) = SegmentLog::open(dir.path()).unwrap();
             assert_eq!(replayed, records(1..=9), "cut {cut} bytes");
             assert_eq!(log.last_index(), Some(9));
-            drop(log);
-            // Put record 10 back for the next cut.
-            let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+            // Record 10 goes back right after the cut, for the next round.
             log.append(&records(10..=10)).unwrap();
             log.sync().unwrap();
         }
@@ -325,11 +327,7 @@ mod tests {
     #[test]
     fn damage_before_the_tail_and_foreign_files_are_clean_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
-        log.append(&records(1..=10)).unwrap();
-        log.sync().unwrap();
-        let path = log.active_path();
-        drop(log);
+        let path = ten_records(dir.path());
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_LEN as usize + RECORD_HEADER_LEN + 2] ^= 0xff; // inside record 1
         fs::write(&path, &bytes).unwrap();
