@@ -75,9 +75,8 @@ impl Table {
         effects: &mut Vec<Effect>,
     ) -> Result<Response, CoreError> {
         validate(&acquire)?;
-        let scope = RequestScope::of(&acquire.holder, &acquire.owner);
         if let Some(request_id) = &acquire.request_id {
-            let key = (scope.clone(), request_id.clone());
+            let key = (RequestScope::of(&acquire.holder, &acquire.owner), request_id.clone());
             if let Some(&earlier) = self.by_request.get(&key) {
                 return self.repeat(earlier, &acquire, effects);
             }
@@ -147,6 +146,7 @@ impl Table {
         self.names.entry(acquire.name.clone()).or_insert_with(|| NameState::new(kind));
         let request = acquire.request_id.clone().map(|request_id| {
             let retain_until = now.saturating_add(REQUEST_ID_RETENTION_MS);
+            let scope = RequestScope::of(&acquire.holder, &acquire.owner);
             self.by_request.insert((scope, request_id.clone()), id);
             self.timers.insert((retain_until, Timer::Request(id)));
             Box::new(RequestMeta { request_id, retain_until })
