@@ -232,3 +232,117 @@ impl Body for DeliveryBody {
         SizeHint::with_exact(self.data.as_ref().map_or(0, |data| data.len() as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use lockserver_core::{Acquire, Holder, Mode, Origin, Response, Via, Wait, Want};
+    use lockserver_node::NodeConfig;
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    async fn node_with_hold(dir: &std::path::Path) -> (Node, HoldId) {
+        let mut config = NodeConfig::new(dir);
+        config.in_memory = true;
+        let node = Node::open(config).await.unwrap();
+        let hold_id = HoldId::from_u128(rand::random());
+        let acquire = Command::Acquire(Acquire {
+            hold_id,
+            name: lockserver_core::LockName::new("db").unwrap(),
+            want: Want::Lock(Mode::Exclusive),
+            owner: "".into(),
+            holder: Holder::Anonymous,
+            wait: Wait::Try,
+            ttl_ms: None,
+            lock_delay_ms: 0,
+            request_id: None,
+            origin: Origin { boot: node.boot(), via: Via::Request(node.next_local_id()) },
+        });
+        let granted = node.propose(acquire).await.unwrap().unwrap();
+        assert!(matches!(granted, Response::Granted { .. }));
+        (node, hold_id)
+    }
+
+    async fn held(node: &Node, hold_id: HoldId) -> bool {
+        node.read(move |table, now| table.hold(hold_id, now).is_some()).await.unwrap()
+    }
+
+    /// Waits (bounded) for the spawned release to run.
+    async fn until_released(node: &Node, hold_id: HoldId) {
+        for _ in 0..1000 {
+            if !held(node, hold_id).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("the hold was never released");
+    }
+
+    fn granted_guard(node: &Node, hold_id: HoldId) -> HoldGuard {
+        let mut guard = HoldGuard::waiting(node.clone(), hold_id);
+        guard.granted();
+        guard
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_it_was_sent_releases_the_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, hold_id) = node_with_hold(dir.path()).await;
+        let conn = Arc::new(ConnState::default());
+        let body =
+            DeliveryBody::new(Bytes::from_static(b"{}"), granted_guard(&node, hold_id), Some(conn));
+        drop(body);
+        until_released(&node, hold_id).await;
+    }
+
+    #[tokio::test]
+    async fn bytes_taken_but_never_flushed_release_the_hold_when_the_connection_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, hold_id) = node_with_hold(dir.path()).await;
+        let conn = Arc::new(ConnState::default());
+        let (socket, _peer) = tokio::io::duplex(64);
+        let io = TrackedIo::new(socket, conn.clone());
+        let mut body =
+            DeliveryBody::new(Bytes::from_static(b"{}"), granted_guard(&node, hold_id), Some(conn));
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"{}"));
+        drop(body);
+        assert!(held(&node, hold_id).await, "taken is not yet written");
+        drop(io);
+        until_released(&node, hold_id).await;
+    }
+
+    #[tokio::test]
+    async fn a_flushed_answer_keeps_the_hold_even_after_the_connection_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, hold_id) = node_with_hold(dir.path()).await;
+        let conn = Arc::new(ConnState::default());
+        let (socket, _peer) = tokio::io::duplex(64);
+        let mut io = TrackedIo::new(socket, conn.clone());
+        let mut body =
+            DeliveryBody::new(Bytes::from_static(b"{}"), granted_guard(&node, hold_id), Some(conn));
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        io.write_all(&data).await.unwrap();
+        io.flush().await.unwrap();
+        drop(io);
+        drop(body);
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(held(&node, hold_id).await, "a delivered grant is never released");
+    }
+
+    #[tokio::test]
+    async fn a_disarmed_guard_releases_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, hold_id) = node_with_hold(dir.path()).await;
+        granted_guard(&node, hold_id).disarm();
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(held(&node, hold_id).await);
+    }
+}

@@ -158,16 +158,15 @@ fn announce(config: &Config, line: &str, http_addr: SocketAddr) -> Result<(), Se
     }
     tracing::info!(http = %http_addr, data_dir = %config.data_dir.display(),
         in_memory = config.in_memory, auth = config.secret.is_some(), "lockserver listening");
-    {
-        use std::io::Write as _;
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-        let _ = stdout.flush();
-    }
+    // The ready file first: whoever reads the line may look for the file at once.
     if let Some(path) = &config.ready_file {
         write_ready_file(path, http_addr)
             .map_err(|source| ServerError::ReadyFile { path: path.clone(), source })?;
     }
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
     Ok(())
 }
 
