@@ -207,8 +207,8 @@ async fn every_limit_answers_limit_exceeded() {
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_get_429_and_bodies_over_the_limit_413() {
-    let server = Server::start(&["--max-connections", "2", "--max-body-bytes", "100"]);
+async fn connections_over_the_limit_get_429() {
+    let server = Server::start(&["--max-connections", "2"]);
     // Two raw connections hold both slots (each waits on a held lock).
     let client = &server.client;
     let holder = client.lock("c", json!({})).await;
@@ -236,6 +236,11 @@ async fn connections_over_the_limit_get_429_and_bodies_over_the_limit_413() {
         }
         assert!(std::time::Instant::now() < deadline, "the slot never came back");
     }
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    let server = Server::start(&["--max-body-bytes", "100"]);
     let big = format!(r#"{{"owner": "{}"}}"#, "x".repeat(200));
     let mut stream = raw_request(server.addr, "POST", "/v1/locks/big", &big).await;
     let answer = read_raw_response(&mut stream).await;

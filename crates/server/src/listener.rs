@@ -32,6 +32,14 @@ pub(crate) async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
+    let workers = match Workers::start(worker_count()) {
+        Ok(workers) => Some(workers),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start connection workers; serving on the main runtime");
+            None
+        }
+    };
+    let mut next_worker = 0usize;
     // One permit per open connection; a connection task holds its permit until it ends.
     let connections = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let stop = shutdown_started(shutdown);
@@ -56,35 +64,17 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         state.metrics.connection_opened();
-        let conn_state = Arc::new(ConnState::default());
-        let io = TokioIo::new(TrackedIo::new(stream, conn_state.clone()));
-        let router = router.clone();
-        let metrics_state = state.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(conn_state.clone());
-            let router = router.clone();
-            let state = metrics_state.clone();
-            async move {
-                let response = router.oneshot(request).await;
-                if let Ok(response) = &response {
-                    state.metrics.response(response.status().as_u16());
-                }
-                response
+        let connection =
+            serve_connection(stream, peer, router.clone(), state.clone(), &graceful, permit);
+        match &workers {
+            Some(workers) => {
+                next_worker = next_worker.wrapping_add(1);
+                workers.spawn(next_worker, connection);
             }
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(io, service);
-        let connection = graceful.watch(connection);
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            None => {
+                tokio::spawn(connection);
             }
-            state.metrics.connection_closed();
-            drop(permit);
-        });
+        }
     }
     drop(listener);
     tracing::info!("stopped accepting; waiting for in-flight requests");
@@ -93,6 +83,110 @@ pub(crate) async fn serve(
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
+    }
+    if let Some(workers) = workers {
+        workers.stop().await;
+    }
+}
+
+/// One connection: hyper over a [`TrackedIo`], the router as its service.
+fn serve_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    router: Router,
+    state: SharedState,
+    graceful: &GracefulShutdown,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    // Moved between runtimes as a std socket: a tokio socket belongs to the runtime whose
+    // reactor registered it, and the connection runs on a worker's runtime.
+    let stream = stream.into_std();
+    let watcher = graceful.watcher();
+    async move {
+        let stream = match stream.and_then(TcpStream::from_std) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(%peer, error = %err, "cannot hand the connection to a worker");
+                state.metrics.connection_closed();
+                return;
+            }
+        };
+        let conn_state = Arc::new(ConnState::default());
+        let io = TokioIo::new(TrackedIo::new(stream, conn_state.clone()));
+        let service_state = state.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(conn_state.clone());
+            let router = router.clone();
+            let state = service_state.clone();
+            async move {
+                let response = router.oneshot(request).await;
+                if let Ok(response) = &response {
+                    state.metrics.response(response.status().as_u16());
+                }
+                response
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+        let connection = watcher.watch(builder.serve_connection(io, service));
+        if let Err(err) = connection.await {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+        state.metrics.connection_closed();
+        drop(permit);
+    }
+}
+
+fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+}
+
+/// Connection workers: one single-threaded runtime per core, each on its own OS thread. A
+/// connection lives on one worker for its whole life, as in actix: no work stealing and no
+/// cross-core wake-ups on the request path. The accept loop hands connections round-robin.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Dropping a sender (in `stop`) ends its worker's `block_on`; the thread then drops its
+    /// runtime outside any async context.
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> std::io::Result<Workers> {
+        let mut workers = Workers { handles: Vec::new(), stops: Vec::new(), threads: Vec::new() };
+        for index in 0..count {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.handles.push(runtime.handle().clone());
+            workers.stops.push(stop);
+            let thread = std::thread::Builder::new()
+                .name(format!("lockserver-http-{index}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(stopped);
+                })?;
+            workers.threads.push(thread);
+        }
+        Ok(workers)
+    }
+
+    fn spawn(
+        &self,
+        turn: usize,
+        connection: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.handles[turn % self.handles.len()].spawn(connection);
+    }
+
+    async fn stop(self) {
+        drop(self.stops);
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
     }
 }
 

@@ -215,11 +215,11 @@ fn created(
         lockserver_core::Kind::Semaphore => "semaphores",
     };
     let location = format!("/v1/{route}/{}/{}", encode_segment(hold.name.as_str()), hold.hold_id);
-    let bytes = match serde_json::to_vec(&wire_hold(hold)) {
-        Ok(bytes) => bytes,
+    let mut bytes = Vec::with_capacity(384);
+    if serde_json::to_writer(&mut bytes, &wire_hold(hold)).is_err() {
         // Dropping the guard releases the hold nobody will hear about.
-        Err(_) => return ApiError::Internal.into_response(),
-    };
+        return ApiError::Internal.into_response();
+    }
     let mut response =
         Response::new(axum::body::Body::new(DeliveryBody::new(bytes.into(), guard, conn)));
     *response.status_mut() = StatusCode::CREATED;

@@ -123,15 +123,15 @@ impl FromRequestParts<SharedState> for AdminAuth {
 }
 
 /// The path's parameters, percent-decoded; each typed accessor validates its own.
-pub(crate) struct PathArgs(Vec<(String, String)>);
+pub(crate) struct PathArgs(RawPathParams);
 
 impl<S: Send + Sync> FromRequestParts<S> for PathArgs {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let raw = RawPathParams::from_request_parts(parts, state)
+        RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|_| ApiError::invalid("the path is not valid percent-encoded UTF-8"))?;
-        Ok(PathArgs(raw.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()))
+            .map(PathArgs)
+            .map_err(|_| ApiError::invalid("the path is not valid percent-encoded UTF-8"))
     }
 }
 
@@ -139,8 +139,8 @@ impl PathArgs {
     fn get(&self, key: &str) -> Result<&str, ApiError> {
         self.0
             .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
+            .find(|(name, _)| *name == key)
+            .map(|(_, value)| value)
             .ok_or(ApiError::Internal)
     }
 
