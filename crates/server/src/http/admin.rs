@@ -45,8 +45,8 @@ pub(crate) async fn list_locks(
     let locks = names
         .iter()
         .filter_map(|view| {
-            // A name kept only by a lock-delay has no kind to show yet; the core lists it
-            // with its kind, so this only skips the impossible.
+            // Every listed name is in use, so it has a kind; `None` only describes a name
+            // nobody uses, which the listing never returns.
             let kind = view.kind?;
             Some(proto::AdminName {
                 name: view.name.as_str().to_string(),
