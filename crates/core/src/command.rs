@@ -89,10 +89,13 @@ pub enum Command {
     /// Makes due expiries visible and emits their effects (every command does this first).
     Expire,
     /// The first command of a new leader or a restarted node: cancel waiters whose node boot is
-    /// not in `live`, then extend every hold, session and lock-delay deadline by `margin_ms`.
+    /// not in `live`, then extend every hold, session and lock-delay deadline by `margin_ms`,
+    /// and raise the next fencing token to at least `token_floor` (the `--in-memory` high-water
+    /// mark of an earlier run; 0 when the log itself carries every token issued).
     Resume {
         margin_ms: u64,
         live: Vec<NodeEpoch>,
+        token_floor: u64,
     },
 }
 

@@ -412,13 +412,13 @@ fn resume_cancels_dead_boot_waiters_before_granting_and_extends_deadlines() {
     let dead = queued(t.acquire_with(|a| a.wait = Wait::Forever));
     let live_boot = NodeEpoch { node: 1, epoch: 8 };
     t.now += 100; // the hold is due exactly when Resume runs
-    t.run(Command::Resume { margin_ms: 2_000, live: vec![live_boot] }).unwrap();
+    t.run(Command::Resume { margin_ms: 2_000, live: vec![live_boot], token_floor: 0 }).unwrap();
     assert!(t.granted_ids().is_empty(), "the dead boot's waiter must not be granted");
     assert!(t.effects.iter().any(|e| matches!(e,
         Effect::WaitEnded { hold_id, reason: WaitEnd::NodeGone, .. } if *hold_id == dead)));
     // A hold with time left gets the margin on top.
     let second = held(t.acquire_with(|a| a.ttl_ms = Some(100)));
-    t.run(Command::Resume { margin_ms: 2_000, live: vec![live_boot] }).unwrap();
+    t.run(Command::Resume { margin_ms: 2_000, live: vec![live_boot], token_floor: 0 }).unwrap();
     assert_eq!(t.table.hold(second.hold_id, t.now).unwrap().expires_in_ms, Some(2_100));
     assert_ne!(hold.hold_id, second.hold_id);
 }
@@ -583,4 +583,17 @@ fn duplicate_ids_are_refused_and_renew_can_remove_the_expiry() {
     assert!(t.table.check("db", hold.token.0, t.now), "no expiry after renew(null)");
     let again = t.run(Command::Renew { hold_id: hold.hold_id, ttl: TtlChange::Set(50) });
     assert!(matches!(again, Ok(Response::Renewed { ref hold }) if hold.expires_in_ms == Some(50)));
+}
+
+#[test]
+fn resume_raises_the_next_token_to_the_floor_and_never_lowers_it() {
+    let mut t = T::new();
+    let first = held(t.lock("a", Mode::Exclusive, Wait::Try));
+    t.run(Command::Resume { margin_ms: 0, live: vec![], token_floor: 1_000 }).unwrap();
+    let raised = held(t.lock("b", Mode::Exclusive, Wait::Try));
+    assert_eq!(raised.token.0, 1_000);
+    t.run(Command::Resume { margin_ms: 0, live: vec![], token_floor: 5 }).unwrap();
+    let next = held(t.lock("c", Mode::Exclusive, Wait::Try));
+    assert_eq!(next.token.0, 1_001, "a lower floor never moves tokens back");
+    assert!(first.token < raised.token);
 }

@@ -520,7 +520,7 @@ fn to_command(op: &Op, id: u128, model: &Model) -> Command {
             lock_delay: *delay,
         },
         Op::Tick { .. } | Op::Back { .. } => Command::Expire,
-        Op::Resume { margin } => Command::Resume { margin_ms: *margin, live: vec![LIVE] },
+        Op::Resume { margin } => Command::Resume { margin_ms: *margin, live: vec![LIVE], token_floor: 0 },
     }
 }
 

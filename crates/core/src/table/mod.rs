@@ -354,8 +354,9 @@ impl Table {
                 self.admin_release_name(&name, lock_delay, effects)
             }
             Command::Expire => Ok(Response::Done),
-            Command::Resume { margin_ms, .. } => {
+            Command::Resume { margin_ms, token_floor, .. } => {
                 self.extend_deadlines(margin_ms);
+                self.next_token = self.next_token.max(token_floor.min(MAX_TOKEN + 1));
                 Ok(Response::Done)
             }
         };
