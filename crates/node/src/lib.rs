@@ -1,53 +1,80 @@
-//! The Lockserver node: runs every command through the log, applies it to the lock table and
-//! delivers the effects to whoever waits for them.
+//! The Lockserver node: runs every command through the raft log (openraft, a one-member
+//! cluster by default), applies it to the lock table once it is durable, and delivers the
+//! effects to whoever waits for them.
 //!
 //! # Layout
 //! - [`Node`]: the API the surfaces (HTTP, WebSocket, compat listeners) call: `propose` a
-//!   command, `read` the table linearizably, and register to receive effects.
+//!   command, `read` the table linearizably, `keep_alive` sessions (coalesced), and register
+//!   inboxes to receive effects.
+//! - [`raft_types`]: what a log entry carries ([`raft_types::LogCmd`]: log time + command).
+//! - [`storage`]: our own storage under openraft: the segment log, its group committer, the
+//!   raft log store (vote, purge point) and the small framed files.
+//! - [`state_machine`]: applies entries to the table, routes effects, builds and installs
+//!   snapshots.
 //! - [`router`]: delivers each effect exactly once to the request, connection or session it
 //!   is for; a grant nobody can receive is released (`undeliverable`).
-//! - [`clock`]: the log clock (never the wall clock, never goes back).
+//! - [`clock`]: the log clock (starts at the highest committed `now_ms`, never goes back).
+//! - [`tokens`]: the `--in-memory` token high-water mark.
 //! - the expiry ticker: a timer on the table's earliest deadline that proposes `Expire`.
-//! - [`storage`]: the segment log and its group committer (not yet wired under `propose`).
 
 pub mod clock;
+pub mod network;
+pub mod raft_types;
 pub mod router;
+pub mod state_machine;
 pub mod storage;
+pub mod tokens;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use lockserver_core::{
-    Command, CoreError, Ctx, Effect, HoldId, Limits, NodeEpoch, ReleaseReason, Response, Table,
+    Command, CoreError, Ctx, HoldId, Limits, NodeEpoch, ReleaseReason, Response, SessionId, Table,
 };
-use tokio::sync::watch;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::LogClock;
+use crate::raft_types::{Applied, LogCmd, Raft};
 use crate::router::Router;
 pub use crate::router::{ConnectionInbox, RequestInbox};
+use crate::state_machine::{Machine, MachineConfig, StateMachine};
+use crate::storage::group::CommitStats;
+use crate::storage::log_store::LogStore;
+use crate::tokens::TokenReserve;
 
 /// How a node is started.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: u64,
-    /// Where the log and snapshots live (unused with `in_memory`, except for the token
-    /// high-water file).
-    pub data_dir: std::path::PathBuf,
+    /// Where the log and snapshots live. With `in_memory` only the token high-water file is
+    /// kept there.
+    pub data_dir: PathBuf,
     pub in_memory: bool,
     pub limits: Limits,
-    /// How much `Resume` extends every deadline after a restart or leader change.
+    /// How much `Resume` extends every deadline after a restart or leader change (at least the
+    /// longest election timeout plus clock drift).
     pub resume_margin_ms: u64,
+    /// A snapshot is built (and the log before it purged) after this many entries.
+    pub snapshot_every: u64,
+    /// How long `open` waits for the node to become leader and replay its log.
+    pub start_timeout: Duration,
 }
 
 impl NodeConfig {
-    pub fn new(data_dir: impl Into<std::path::PathBuf>) -> NodeConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
         NodeConfig {
             node_id: 1,
             data_dir: data_dir.into(),
             in_memory: false,
             limits: Limits::default(),
             resume_margin_ms: 2_000,
+            snapshot_every: 50_000,
+            start_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -63,44 +90,145 @@ pub enum NodeError {
     Storage(String),
 }
 
+/// Counters for metrics and measurements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Durable mode: fdatasyncs of the log, and the appends and entries they covered.
+    pub log_syncs: u64,
+    pub log_appends: u64,
+    pub log_records: u64,
+    pub snapshots_built: u64,
+    pub last_applied: u64,
+}
+
 /// A handle on the running node. Cheap to clone; every clone is the same node.
 #[derive(Clone, Debug)]
 pub struct Node {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     boot: NodeEpoch,
-    /// The table. A std mutex: every critical section is one `apply` or one read, never held
-    /// across an await.
-    table: Mutex<Table>,
+    raft: Raft,
+    machine: Arc<Machine>,
     clock: LogClock,
-    router: Router,
-    /// The earliest deadline in the table, watched by the expiry ticker.
-    next_deadline: watch::Sender<Option<u64>>,
     next_local_id: AtomicU64,
+    commit_stats: Option<Arc<CommitStats>>,
+    keepalives: Mutex<KeepAliveBatch>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("boot", &self.boot).finish_non_exhaustive()
+    }
+}
+
+type KeepAliveReply = oneshot::Sender<Result<Option<u64>, NodeError>>;
+
+/// Keepalives waiting for the next `KeepAlive` command.
+#[derive(Debug, Default)]
+struct KeepAliveBatch {
+    pending: Vec<(SessionId, KeepAliveReply)>,
+    in_flight: bool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The raft task owns the storage; stop it with the last handle.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            runtime.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
+fn storage_error(err: impl std::fmt::Display) -> NodeError {
+    NodeError::Storage(err.to_string())
+}
+
+fn unavailable(err: impl std::fmt::Display) -> NodeError {
+    NodeError::Unavailable(err.to_string())
 }
 
 impl Node {
-    /// Opens the node and proposes `Resume` as its first command.
+    /// Opens the node: reads the data directory (a clean error if it is corrupt or foreign),
+    /// starts raft, waits until it leads and has applied its whole log, starts the log clock at
+    /// the highest committed log time, and proposes `Resume` as the first command.
     pub async fn open(config: NodeConfig) -> Result<Node, NodeError> {
         let boot = NodeEpoch { node: config.node_id, epoch: rand::random::<u64>() | 1 };
+        let dir = config.data_dir.clone();
+        let in_memory = config.in_memory;
+        let (tokens, token_floor, log_store) = tokio::task::spawn_blocking(move || {
+            storage::files::open_data_dir(&dir)?;
+            if in_memory {
+                let (tokens, floor) = TokenReserve::open(&dir)?;
+                Ok((Some(tokens), floor, LogStore::in_memory()))
+            } else {
+                Ok((None, 0, LogStore::open(&dir)?))
+            }
+        })
+        .await
+        .map_err(storage_error)?
+        .map_err(|err: storage::log::LogError| storage_error(err))?;
+        let commit_stats = log_store.commit_stats();
         let (next_deadline, deadline_rx) = watch::channel(None);
+        let (undeliverable, undeliverable_rx) = mpsc::unbounded_channel();
+        let machine = Machine::open(MachineConfig {
+            limits: config.limits,
+            boot,
+            router: Router::default(),
+            next_deadline,
+            undeliverable,
+            tokens,
+            data_dir: (!config.in_memory).then(|| config.data_dir.clone()),
+        })
+        .map_err(storage_error)?;
+
+        let raft_config = openraft::Config {
+            cluster_name: "lockserver".into(),
+            heartbeat_interval: 100,
+            election_timeout_min: 300,
+            election_timeout_max: 600,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 0,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(unavailable)?;
+        let state_machine = StateMachine { machine: machine.clone() };
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network::Network,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(storage_error)?;
+        start_leading(&raft, config.node_id, config.start_timeout).await?;
+
+        // Log time resumes where the log left it: downtime does not count against any deadline.
+        let clock = LogClock::start_at(machine.lock().table.now_ms());
         let node = Node {
             inner: Arc::new(Inner {
                 boot,
-                table: Mutex::new(Table::new(config.limits)),
-                clock: LogClock::start_at(0),
-                router: Router::default(),
-                next_deadline,
+                raft,
+                machine,
+                clock,
                 next_local_id: AtomicU64::new(1),
+                commit_stats,
+                keepalives: Mutex::new(KeepAliveBatch::default()),
             }),
         };
-        node.propose(Command::Resume { margin_ms: config.resume_margin_ms, live: vec![boot] })
+        let resume =
+            Command::Resume { margin_ms: config.resume_margin_ms, live: vec![boot], token_floor };
+        node.propose(resume)
             .await?
             .map_err(|err| NodeError::Unavailable(format!("resume failed: {err}")))?;
         tokio::spawn(expiry_ticker(Arc::downgrade(&node.inner), deadline_rx));
+        tokio::spawn(release_undeliverable(Arc::downgrade(&node.inner), undeliverable_rx));
         Ok(node)
     }
 
@@ -123,13 +251,13 @@ impl Node {
     /// before proposing; dropping the inbox unregisters it (a later grant is then released).
     pub fn request_inbox(&self) -> RequestInbox {
         let id = self.next_local_id();
-        self.inner.router.register_request(id)
+        self.inner.machine.router.register_request(id)
     }
 
     /// Registers a connection (or a session's stream) to receive its effects: grants and
     /// wait ends for `Via::Connection(id)`/`Via::Session`, and `lost` for its holder.
     pub fn connection_inbox(&self, key: router::InboxKey) -> ConnectionInbox {
-        self.inner.router.register_connection(key)
+        self.inner.machine.router.register_connection(key)
     }
 
     /// Runs `command` through the log and applies it; returns the table's answer once it is
@@ -138,56 +266,153 @@ impl Node {
         &self,
         command: Command,
     ) -> Result<Result<Response, CoreError>, NodeError> {
-        let (response, undeliverable) = self.inner.apply(command);
-        self.release_undeliverable(undeliverable);
-        Ok(response)
+        let ctx = Ctx { now_ms: self.inner.clock.now_ms(), wall_ms: clock::wall_ms() };
+        match self.inner.raft.client_write(LogCmd { ctx, command }).await {
+            Ok(written) => match written.data {
+                Applied::Command(response) => Ok(response),
+                Applied::Nothing => Err(unavailable("the command was not applied")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(NodeError::NotLeader { leader: forward.leader_node.map(|node| node.addr) })
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Keeps `session` alive. Keepalives that arrive while one `KeepAlive` command is in the
+    /// log are coalesced into the next one. Returns the session's TTL, or `None` if it is gone.
+    pub async fn keep_alive(&self, session: SessionId) -> Result<Option<u64>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut batch = lock(&self.inner.keepalives);
+            batch.pending.push((session, reply));
+            !std::mem::replace(&mut batch.in_flight, true)
+        };
+        if start {
+            tokio::spawn(flush_keepalives(self.clone()));
+        }
+        answer.await.map_err(|_| unavailable("the node stopped"))?
     }
 
     /// A linearizable read of the table at the current log time.
     pub async fn read<R>(&self, read: impl FnOnce(&Table, u64) -> R) -> Result<R, NodeError> {
+        self.inner.raft.ensure_linearizable().await.map_err(|err| match err {
+            RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward)) => {
+                NodeError::NotLeader { leader: forward.leader_node.map(|node| node.addr) }
+            }
+            err => unavailable(err),
+        })?;
         let now = self.now_ms();
-        let table = self.inner.table.lock().unwrap_or_else(|poison| poison.into_inner());
-        Ok(read(&table, now))
+        let state = self.inner.machine.lock();
+        Ok(read(&state.table, now))
     }
 
-    fn release_undeliverable(&self, holds: Vec<HoldId>) {
-        if holds.is_empty() {
-            return;
+    /// Counters: log fsyncs and what they covered, snapshots, last applied index.
+    pub fn stats(&self) -> NodeStats {
+        let mut stats = NodeStats {
+            snapshots_built: self.inner.machine.snapshots_built(),
+            last_applied: self.inner.machine.lock().last_applied.map_or(0, |id| id.index),
+            ..NodeStats::default()
+        };
+        if let Some(commit) = &self.inner.commit_stats {
+            stats.log_syncs = commit.syncs.load(Ordering::Relaxed);
+            stats.log_appends = commit.appends.load(Ordering::Relaxed);
+            stats.log_records = commit.records.load(Ordering::Relaxed);
         }
-        let node = self.clone();
-        tokio::spawn(async move {
-            for hold_id in holds {
-                let command = Command::Release { hold_id, reason: ReleaseReason::Undeliverable };
-                let _ = node.propose(command).await;
-            }
-        });
+        stats
+    }
+
+    /// Builds a snapshot of everything applied so far (the log before it is then purged) and
+    /// waits for it.
+    pub async fn snapshot(&self) -> Result<(), NodeError> {
+        let target = self.inner.machine.lock().last_applied.map_or(0, |id| id.index);
+        self.inner.raft.trigger().snapshot().await.map_err(unavailable)?;
+        self.inner
+            .raft
+            .wait(Some(Duration::from_secs(60)))
+            .metrics(|m| m.snapshot.is_some_and(|id| id.index >= target), "snapshot")
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Stops raft (the log is flushed); the node answers `unavailable` afterwards.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.raft.shutdown().await;
     }
 }
 
-impl Inner {
-    /// Applies one command and routes its effects; returns the grants that could not be
-    /// delivered.
-    fn apply(&self, command: Command) -> (Result<Response, CoreError>, Vec<HoldId>) {
-        let mut effects: Vec<Effect> = Vec::new();
-        let ctx = Ctx { now_ms: self.clock.now_ms(), wall_ms: clock::wall_ms() };
-        let mut table = self.table.lock().unwrap_or_else(|poison| poison.into_inner());
-        let response = table.apply(ctx, command, &mut effects);
-        // Routed under the table lock so effects reach their inboxes in log order.
-        let undeliverable = self.router.route(self.boot, effects);
-        let next = table.next_deadline();
-        drop(table);
-        self.next_deadline.send_if_modified(|current| {
-            let changed = *current != next;
-            *current = next;
-            changed
-        });
-        (response, undeliverable)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Makes this node the leader of its one-member cluster (initializing it on first start) and
+/// waits until it has applied every entry of its log.
+async fn start_leading(raft: &Raft, node_id: u64, timeout: Duration) -> Result<(), NodeError> {
+    if !raft.is_initialized().await.map_err(unavailable)? {
+        let members = BTreeMap::from([(node_id, BasicNode::default())]);
+        raft.initialize(members).await.map_err(unavailable)?;
+    } else if raft.metrics().borrow().current_leader != Some(node_id) {
+        raft.trigger().elect().await.map_err(unavailable)?;
+    }
+    raft.wait(Some(timeout))
+        .state(ServerState::Leader, "become leader")
+        .await
+        .map_err(|err| unavailable(format!("did not become leader: {err}")))?;
+    raft.ensure_linearizable()
+        .await
+        .map_err(|err| unavailable(format!("could not replay the log: {err}")))?;
+    Ok(())
+}
+
+async fn flush_keepalives(node: Node) {
+    loop {
+        let pending = {
+            let mut batch = lock(&node.inner.keepalives);
+            if batch.pending.is_empty() {
+                batch.in_flight = false;
+                return;
+            }
+            std::mem::take(&mut batch.pending)
+        };
+        let sessions = pending.iter().map(|(session, _)| *session).collect();
+        let result = node.propose(Command::KeepAlive { sessions }).await;
+        match result {
+            Ok(Ok(Response::KeptAlive { ttl_ms })) => {
+                for ((_, reply), ttl) in pending.into_iter().zip(ttl_ms) {
+                    let _ = reply.send(Ok(ttl));
+                }
+            }
+            Ok(other) => {
+                let err = unavailable(format!("keepalive answered {other:?}"));
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+            Err(err) => {
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Releases grants that could not be delivered. Stops with the node.
+async fn release_undeliverable(node: Weak<Inner>, mut holds: mpsc::UnboundedReceiver<HoldId>) {
+    while let Some(hold_id) = holds.recv().await {
+        let Some(inner) = node.upgrade() else { return };
+        let node = Node { inner };
+        let command = Command::Release { hold_id, reason: ReleaseReason::Undeliverable };
+        if let Err(err) = node.propose(command).await {
+            tracing::warn!(%hold_id, error = %err, "could not release an undeliverable grant");
+        }
     }
 }
 
 /// Proposes `Expire` when the log clock reaches the table's earliest deadline. Stops when the
 /// node is dropped.
-async fn expiry_ticker(inner: std::sync::Weak<Inner>, mut deadline: watch::Receiver<Option<u64>>) {
+async fn expiry_ticker(inner: Weak<Inner>, mut deadline: watch::Receiver<Option<u64>>) {
     loop {
         let next = *deadline.borrow_and_update();
         let sleep = match (next, inner.upgrade()) {

@@ -10,8 +10,18 @@ use super::log::{Record, SegmentLog};
 /// Called once the records are durable (`Ok`) or can never be (`Err`).
 pub type Done = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// One queued operation on the log, applied in queue order.
+#[derive(Debug)]
+enum Op {
+    Append(Vec<Record>),
+    /// Remove records with index ≥ this.
+    Truncate(u64),
+    /// Drop whole segments whose records are all ≤ this.
+    Purge(u64),
+}
+
 struct Pending {
-    records: Vec<Record>,
+    op: Op,
     done: Done,
 }
 
@@ -33,7 +43,7 @@ pub struct GroupCommitter {
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("records", &self.records.len()).finish()
+        f.debug_struct("Pending").field("op", &self.op).finish()
     }
 }
 
@@ -50,13 +60,32 @@ impl GroupCommitter {
 
     /// Queues `records`; `done` runs on the flusher thread once they are durable.
     pub fn append(&self, records: Vec<Record>, done: Done) {
-        if let Err(mpsc::SendError(pending)) = self.queue.send(Pending { records, done }) {
+        self.send(Op::Append(records), done);
+    }
+
+    /// Queues the removal of every record with index ≥ `from`; `done` runs once it is durable.
+    pub fn truncate(&self, from: u64, done: Done) {
+        self.send(Op::Truncate(from), done);
+    }
+
+    /// Queues the deletion of segments whose records are all ≤ `upto`.
+    pub fn purge(&self, upto: u64, done: Done) {
+        self.send(Op::Purge(upto), done);
+    }
+
+    fn send(&self, op: Op, done: Done) {
+        if let Err(mpsc::SendError(pending)) = self.queue.send(Pending { op, done }) {
             (pending.done)(Err("the log writer has stopped".into()));
         }
     }
 
     pub fn stats(&self) -> &CommitStats {
         &self.stats
+    }
+
+    /// A shared handle on the counters, for metrics.
+    pub fn stats_handle(&self) -> Arc<CommitStats> {
+        self.stats.clone()
     }
 }
 
@@ -68,7 +97,11 @@ fn flusher(mut log: SegmentLog, pending: mpsc::Receiver<Pending>, stats: &Commit
         if failed.is_none() {
             let mut result = Ok(());
             for item in &batch {
-                result = log.append(&item.records);
+                result = match &item.op {
+                    Op::Append(records) => log.append(records),
+                    Op::Truncate(from) => log.truncate_from(*from),
+                    Op::Purge(upto) => log.purge_upto(*upto),
+                };
                 if result.is_err() {
                     break;
                 }
@@ -81,7 +114,13 @@ fn flusher(mut log: SegmentLog, pending: mpsc::Receiver<Pending>, stats: &Commit
             } else {
                 stats.syncs.fetch_add(1, Ordering::Relaxed);
                 stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let records: usize = batch.iter().map(|item| item.records.len()).sum();
+                let records: usize = batch
+                    .iter()
+                    .map(|item| match &item.op {
+                        Op::Append(records) => records.len(),
+                        Op::Truncate(_) | Op::Purge(_) => 0,
+                    })
+                    .sum();
                 stats.records.fetch_add(records as u64, Ordering::Relaxed);
             }
         }

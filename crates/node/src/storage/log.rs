@@ -3,7 +3,8 @@
 //! On disk: a directory of segment files `seg-<first index, 20 digits>.log`. Each file starts
 //! with the 8-byte magic `LKSLOG\0\0` and a little-endian `u32` format version; then records,
 //! each `u32 payload length · u32 CRC-32 of (index ‖ payload) · u64 index · payload`, all
-//! little-endian. Indexes are consecutive across the whole log.
+//! little-endian. Indexes increase across the whole log (a gap is left where a follower skipped
+//! ahead to an installed snapshot; the log store checks contiguity after its purge point).
 //!
 //! Recovery: a record cut short or with a bad checksum at the very end of the newest segment is
 //! the torn tail of a write that was never acknowledged (the process died before its fsync
@@ -33,7 +34,7 @@ pub enum LogError {
     Version { path: PathBuf, version: u32 },
     #[error("{path}: corrupt record at byte {offset}: {what}")]
     Corrupt { path: PathBuf, offset: u64, what: String },
-    #[error("append of index {got} does not follow the last index {last}")]
+    #[error("append of index {got} does not come after the last index {last}")]
     OutOfOrder { last: u64, got: u64 },
 }
 
@@ -105,7 +106,7 @@ impl SegmentLog {
             valid_len = read_segment(segment, newest, &mut records)?;
         }
         for pair in records.windows(2) {
-            if pair[1].index != pair[0].index + 1 {
+            if pair[1].index <= pair[0].index {
                 let path = dir.to_path_buf();
                 let what = format!("index {} follows {}", pair[1].index, pair[0].index);
                 return Err(LogError::Corrupt { path, offset: 0, what });
@@ -147,7 +148,7 @@ impl SegmentLog {
     pub fn append(&mut self, records: &[Record]) -> Result<(), LogError> {
         for record in records {
             if let Some(last) = self.last {
-                if record.index != last + 1 {
+                if record.index <= last {
                     return Err(LogError::OutOfOrder { last, got: record.index });
                 }
             }
@@ -190,6 +191,40 @@ impl SegmentLog {
         self.writer = writer;
         self.segments.push(segment);
         self.written = HEADER_LEN;
+        Ok(())
+    }
+
+    /// Removes every record with index ≥ `from` (a follower's conflicting suffix), durably.
+    pub fn truncate_from(&mut self, from: u64) -> Result<(), LogError> {
+        if self.last.is_none_or(|last| from > last) {
+            return Ok(());
+        }
+        let path = self.active_path();
+        self.writer.flush().map_err(io_error(&path))?;
+        while self.segments.len() > 1 && self.segments.last().is_some_and(|s| s.first >= from) {
+            let segment = self.segments.pop().expect("more than one segment");
+            fs::remove_file(&segment.path).map_err(io_error(&segment.path))?;
+        }
+        let segment = self.segments.last().expect("the log always has a segment");
+        let mut records = Vec::new();
+        read_segment(segment, true, &mut records)?;
+        let mut keep = HEADER_LEN;
+        let mut last = None;
+        for record in records.iter().take_while(|record| record.index < from) {
+            keep += (RECORD_HEADER_LEN + record.payload.len()) as u64;
+            last = Some(record.index);
+        }
+        let path = segment.path.clone();
+        let file = OpenOptions::new().write(true).open(&path).map_err(io_error(&path))?;
+        file.set_len(keep).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error(&self.dir))?;
+        let mut writer = BufWriter::with_capacity(256 << 10, file);
+        writer.seek(SeekFrom::End(0)).map_err(io_error(&path))?;
+        self.writer = writer;
+        self.written = keep;
+        // With more than one segment left, the last one starts below `from`, so keeps a record.
+        self.last = last;
         Ok(())
     }
 
@@ -291,6 +326,27 @@ mod tests {
     }
 
     #[test]
+    fn truncate_removes_the_suffix_durably_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        ten_records(dir.path());
+        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+        log.truncate_from(11).unwrap();
+        assert_eq!(log.last_index(), Some(10), "truncating past the end is a no-op");
+        log.truncate_from(7).unwrap();
+        assert_eq!(log.last_index(), Some(6));
+        log.append(&records(7..=8)).unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let (mut log, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert_eq!(replayed, records(1..=8));
+        log.truncate_from(1).unwrap();
+        assert_eq!(log.last_index(), None);
+        drop(log);
+        let (_, replayed) = SegmentLog::open(dir.path()).unwrap();
+        assert!(replayed.is_empty());
+    }
+
+    #[test]
     fn records_survive_reopen_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, replayed) = SegmentLog::open(dir.path()).unwrap();
@@ -348,12 +404,12 @@ mod tests {
     }
 
     #[test]
-    fn appends_must_be_consecutive_and_old_segments_purge() {
+    fn appends_must_move_forward_and_old_segments_purge() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
         log.append(&records(1..=3)).unwrap();
-        let err = log.append(&records(5..=5)).unwrap_err();
-        assert!(matches!(err, LogError::OutOfOrder { last: 3, got: 5 }));
+        let err = log.append(&records(3..=3)).unwrap_err();
+        assert!(matches!(err, LogError::OutOfOrder { last: 3, got: 3 }));
         log.roll(4).unwrap();
         log.append(&records(4..=6)).unwrap();
         log.sync().unwrap();

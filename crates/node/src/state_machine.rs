@@ -1,0 +1,310 @@
+//! The raft state machine: applies committed entries to the lock table, routes their effects,
+//! and builds and installs snapshots of the table.
+//!
+//! The table sits in [`Machine`], shared with the [`Node`](crate::Node) for reads. Effects are
+//! routed under the table lock, so every inbox sees them in log order. A snapshot is the core's
+//! versioned table bytes; in durable mode it is also kept in `snapshot` in the data directory
+//! (framed, checksummed, replaced atomically), which is where a restart starts from before
+//! replaying the log after it.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lockserver_core::{Effect, HoldId, Limits, NodeEpoch, Table};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::raft_types::{
+    Applied, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::router::Router;
+use crate::storage::files;
+use crate::storage::log::LogError;
+use crate::tokens::TokenReserve;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"LKSNAPSM";
+
+/// The snapshot file's body.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    table: Vec<u8>,
+}
+
+/// The table and what was last applied to it.
+#[derive(Debug)]
+pub struct MachineState {
+    pub table: Table,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// The current snapshot: its meta, and its bytes when they are not on disk.
+#[derive(Debug, Clone)]
+struct Current {
+    meta: SnapshotMeta,
+    in_memory: Option<Vec<u8>>,
+}
+
+/// State shared by the raft state machine, the snapshot builder and the node.
+#[derive(Debug)]
+pub struct Machine {
+    state: Mutex<MachineState>,
+    limits: Limits,
+    pub router: Router,
+    pub boot: NodeEpoch,
+    /// The table's earliest deadline, watched by the expiry ticker.
+    pub next_deadline: watch::Sender<Option<u64>>,
+    /// Grants nobody could receive go here, to be released.
+    undeliverable: mpsc::UnboundedSender<HoldId>,
+    /// `--in-memory`: the token high-water mark that must cover every token issued.
+    tokens: Option<TokenReserve>,
+    /// Durable mode: where the snapshot lives.
+    snapshot_path: Option<PathBuf>,
+    current: Mutex<Option<Current>>,
+    snapshots_built: AtomicU64,
+}
+
+/// How a machine is set up.
+#[derive(Debug)]
+pub struct MachineConfig {
+    pub limits: Limits,
+    pub boot: NodeEpoch,
+    pub router: Router,
+    pub next_deadline: watch::Sender<Option<u64>>,
+    pub undeliverable: mpsc::UnboundedSender<HoldId>,
+    pub tokens: Option<TokenReserve>,
+    /// `Some(dir)` for durable mode: the snapshot is read from and written to `dir/snapshot`.
+    pub data_dir: Option<PathBuf>,
+}
+
+fn corrupt(path: &Path, what: impl ToString) -> LogError {
+    LogError::Corrupt { path: path.to_path_buf(), offset: 0, what: what.to_string() }
+}
+
+impl Machine {
+    /// Builds the machine, starting from the snapshot on disk when there is one.
+    pub fn open(config: MachineConfig) -> Result<Arc<Machine>, LogError> {
+        let snapshot_path = config.data_dir.as_ref().map(|dir| dir.join("snapshot"));
+        let mut state = MachineState {
+            table: Table::new(config.limits),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let mut current = None;
+        if let Some(path) = &snapshot_path {
+            if let Some(body) = files::read_framed(path, SNAPSHOT_MAGIC)? {
+                let file: SnapshotFile =
+                    postcard::from_bytes(&body).map_err(|err| corrupt(path, err))?;
+                state.table =
+                    Table::restore(&file.table, config.limits).map_err(|err| corrupt(path, err))?;
+                state.last_applied = file.meta.last_log_id;
+                state.membership = file.meta.last_membership.clone();
+                current = Some(Current { meta: file.meta, in_memory: None });
+            }
+        }
+        Ok(Arc::new(Machine {
+            state: Mutex::new(state),
+            limits: config.limits,
+            router: config.router,
+            boot: config.boot,
+            next_deadline: config.next_deadline,
+            undeliverable: config.undeliverable,
+            tokens: config.tokens,
+            snapshot_path,
+            current: Mutex::new(current),
+            snapshots_built: AtomicU64::new(0),
+        }))
+    }
+
+    /// Locks the table (never across an await).
+    pub fn lock(&self) -> MutexGuard<'_, MachineState> {
+        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// How many snapshots this process built.
+    pub fn snapshots_built(&self) -> u64 {
+        self.snapshots_built.load(Ordering::Relaxed)
+    }
+
+    fn publish_deadline(&self, next: Option<u64>) {
+        self.next_deadline.send_if_modified(|current| {
+            let changed = *current != next;
+            *current = next;
+            changed
+        });
+    }
+
+    fn apply_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<Applied>, StorageError> {
+        let mut replies = Vec::new();
+        let mut undeliverable = Vec::new();
+        let mut state = self.lock();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Applied::Nothing,
+                EntryPayload::Membership(membership) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Applied::Nothing
+                }
+                EntryPayload::Normal(cmd) => {
+                    let mut effects: Vec<Effect> = Vec::new();
+                    let response = state.table.apply(cmd.ctx, cmd.command, &mut effects);
+                    if let Some(tokens) = &self.tokens {
+                        // No token may be seen before the high-water mark covers it.
+                        tokens
+                            .cover(state.table.next_token())
+                            .map_err(|err| StorageIOError::apply(entry.log_id, &err))?;
+                    }
+                    undeliverable.extend(self.router.route(self.boot, effects));
+                    Applied::Command(response)
+                }
+            };
+            replies.push(reply);
+        }
+        let next = state.table.next_deadline();
+        drop(state);
+        self.publish_deadline(next);
+        for hold_id in undeliverable {
+            let _ = self.undeliverable.send(hold_id);
+        }
+        Ok(replies)
+    }
+
+    fn build(&self) -> (SnapshotMeta, Vec<u8>) {
+        let state = self.lock();
+        let built = self.snapshots_built.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot_id = match state.last_applied {
+            Some(id) => {
+                format!("{}-{}-{}-{built}", id.leader_id.term, id.leader_id.node_id, id.index)
+            }
+            None => format!("none-{built}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: state.last_applied,
+            last_membership: state.membership.clone(),
+            snapshot_id,
+        };
+        (meta, state.table.snapshot())
+    }
+
+    /// Keeps `meta` and `table` as the current snapshot: on disk (durable) or in memory.
+    async fn keep(&self, meta: &SnapshotMeta, table: &[u8]) -> Result<(), StorageError> {
+        let in_memory = match &self.snapshot_path {
+            Some(path) => {
+                let file = SnapshotFile { meta: meta.clone(), table: table.to_vec() };
+                let body = postcard::to_allocvec(&file)
+                    .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    files::write_atomic(&path, &files::frame(SNAPSHOT_MAGIC, &body))
+                })
+                .await
+                .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?
+                .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
+                None
+            }
+            None => Some(table.to_vec()),
+        };
+        *self.current.lock().unwrap_or_else(|poison| poison.into_inner()) =
+            Some(Current { meta: meta.clone(), in_memory });
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        let current = self.current.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+        let Some(current) = current else { return Ok(None) };
+        let table = match (current.in_memory, &self.snapshot_path) {
+            (Some(bytes), _) => bytes,
+            (None, Some(path)) => {
+                let read_error = |err: &LogError| {
+                    StorageIOError::read_snapshot(Some(current.meta.signature()), err)
+                };
+                let body = files::read_framed(path, SNAPSHOT_MAGIC)
+                    .map_err(|err| read_error(&err))?
+                    .ok_or_else(|| read_error(&corrupt(path, "snapshot file is missing")))?;
+                let file: SnapshotFile =
+                    postcard::from_bytes(&body).map_err(|err| read_error(&corrupt(path, err)))?;
+                file.table
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Snapshot { meta: current.meta, snapshot: Box::new(Cursor::new(table)) }))
+    }
+}
+
+/// The state machine handed to openraft.
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    pub machine: Arc<Machine>,
+}
+
+/// Builds snapshots of the shared machine.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    machine: Arc<Machine>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, table) = self.machine.build();
+        self.machine.keep(&meta, &table).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(table)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.machine.lock();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.machine.apply_entries(entries)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { machine: self.machine.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let table = Table::restore(&bytes, self.machine.limits)
+            .map_err(|err| StorageIOError::read_snapshot(Some(meta.signature()), &err))?;
+        self.machine.keep(meta, &bytes).await?;
+        let next = table.next_deadline();
+        {
+            let mut state = self.machine.lock();
+            state.table = table;
+            state.last_applied = meta.last_log_id;
+            state.membership = meta.last_membership.clone();
+        }
+        self.machine.publish_deadline(next);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.machine.current_snapshot()
+    }
+}
