@@ -520,7 +520,9 @@ fn to_command(op: &Op, id: u128, model: &Model) -> Command {
             lock_delay: *delay,
         },
         Op::Tick { .. } | Op::Back { .. } => Command::Expire,
-        Op::Resume { margin } => Command::Resume { margin_ms: *margin, live: vec![LIVE], token_floor: 0 },
+        Op::Resume { margin } => {
+            Command::Resume { margin_ms: *margin, live: vec![LIVE], token_floor: 0 }
+        }
     }
 }
 

@@ -139,6 +139,7 @@ impl Machine {
         });
     }
 
+    #[allow(clippy::result_large_err, reason = "openraft's storage traits return its StorageError")]
     fn apply_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
@@ -218,6 +219,7 @@ impl Machine {
         Ok(())
     }
 
+    #[allow(clippy::result_large_err, reason = "openraft's storage traits return its StorageError")]
     fn current_snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
         let current = self.current.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
         let Some(current) = current else { return Ok(None) };

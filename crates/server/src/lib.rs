@@ -88,7 +88,8 @@ impl Server {
         // The one shutdown flag: set here when `shutdown` resolves; watched by the accept loop,
         // waiting long polls and `/readyz`.
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let state = Arc::new(http::AppState::new(node, config.clone(), shutdown_rx.clone()));
+        let state =
+            Arc::new(http::AppState::new(node.clone(), config.clone(), shutdown_rx.clone()));
         let router = http::router(state.clone());
 
         let line = startup_line(&config, http_addr);
@@ -102,7 +103,8 @@ impl Server {
         listener::serve(listener, router, state, shutdown_rx).await;
         signal.abort();
         // The node acknowledges a write only once it is durable, so nothing acknowledged is
-        // pending here; a `Node::shutdown` (flush, close the log) goes here once it exists.
+        // pending here; shutting it down stops the tickers and closes the log cleanly.
+        node.shutdown().await;
         if let Some(path) = &config.ready_file {
             let _ = std::fs::remove_file(path);
         }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use lockserver_core::{CoreError, TableStats, WaitEnd};
+use lockserver_node::NodeStats;
 
 /// Process-wide counters; relaxed atomics, since each is read on its own.
 #[derive(Debug, Default)]
@@ -70,7 +71,7 @@ impl Metrics {
     }
 
     /// The exposition text, with the table's counts.
-    pub(crate) fn render(&self, table: TableStats) -> String {
+    pub(crate) fn render(&self, table: TableStats, node: NodeStats) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -136,6 +137,36 @@ impl Metrics {
             "The token the next grant will carry.",
             "gauge",
             &[("", table.next_token)],
+        );
+        counter(
+            "lockserver_log_syncs_total",
+            "fdatasyncs of the log (group commit: one covers many appends).",
+            "counter",
+            &[("", node.log_syncs)],
+        );
+        counter(
+            "lockserver_log_appends_total",
+            "Log appends made durable.",
+            "counter",
+            &[("", node.log_appends)],
+        );
+        counter(
+            "lockserver_log_entries_total",
+            "Log entries made durable.",
+            "counter",
+            &[("", node.log_records)],
+        );
+        counter(
+            "lockserver_snapshots_total",
+            "Snapshots of the lock table built.",
+            "counter",
+            &[("", node.snapshots_built)],
+        );
+        counter(
+            "lockserver_log_applied_index",
+            "Index of the last log entry applied to the lock table.",
+            "gauge",
+            &[("", node.last_applied)],
         );
         out
     }

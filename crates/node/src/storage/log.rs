@@ -6,9 +6,9 @@
 //! little-endian. Indexes increase across the whole log (a gap is left where a follower skipped
 //! ahead to an installed snapshot; the log store checks contiguity after its purge point).
 //!
-//! Recovery: a record cut short or with a bad checksum at the very end of the newest segment is
-//! the torn tail of a write that was never acknowledged (the process died before its fsync
-//! returned): it is cut off. Damage anywhere else, a foreign file or an unknown version is an
+//! Recovery: a record cut short or with a bad checksum in the newest segment, with no valid
+//! record anywhere after it, is the torn tail of a write that was never acknowledged (the
+//! process died before its fsync returned): it is cut off. Damage anywhere else, a foreign file or an unknown version is an
 //! error, never a panic and never a silent loss.
 
 use std::fs::{self, File, OpenOptions};
@@ -251,6 +251,39 @@ fn create_segment(dir: &Path, first: u64) -> Result<(BufWriter<File>, Segment), 
     Ok((BufWriter::with_capacity(256 << 10, file), Segment { first, path }))
 }
 
+/// The record at `offset`: its index and payload, or what is wrong with it.
+fn parse_record(bytes: &[u8], offset: usize) -> Result<(u64, &[u8]), &'static str> {
+    if bytes.len() - offset < RECORD_HEADER_LEN {
+        return Err("record header cut short");
+    }
+    let header = &bytes[offset..offset + RECORD_HEADER_LEN];
+    let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+    let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let start = offset + RECORD_HEADER_LEN;
+    if len > MAX_RECORD_BYTES || bytes.len() - start < len {
+        return Err("record cut short or bad length");
+    }
+    let payload = &bytes[start..start + len];
+    if checksum(index, payload) != crc {
+        return Err("checksum mismatch");
+    }
+    Ok((index, payload))
+}
+
+/// Whether a whole, checksummed record with an index after `after` starts anywhere at or past
+/// `from`. Only run on the damaged path; the index filter keeps the checksum work small.
+fn valid_record_after(bytes: &[u8], from: usize, after: Option<u64>) -> bool {
+    let plausible = |index: u64| match after {
+        Some(last) => index > last && index - last <= 1 << 20,
+        None => index >= 1,
+    };
+    (from..bytes.len().saturating_sub(RECORD_HEADER_LEN - 1)).any(|offset| {
+        let index = u64::from_le_bytes(bytes[offset + 8..offset + 16].try_into().expect("8 bytes"));
+        plausible(index) && parse_record(bytes, offset).is_ok()
+    })
+}
+
 /// Reads one segment's records into `records`; returns the length of its valid prefix.
 fn read_segment(
     segment: &Segment,
@@ -269,40 +302,20 @@ fn read_segment(
     }
     let mut offset = HEADER_LEN as usize;
     while offset < bytes.len() {
-        let torn = |what: &str| -> Result<u64, LogError> {
-            if newest {
-                Ok(offset as u64)
-            } else {
-                Err(LogError::Corrupt {
-                    path: path.clone(),
-                    offset: offset as u64,
-                    what: what.into(),
-                })
-            }
-        };
-        if bytes.len() - offset < RECORD_HEADER_LEN {
-            return torn("record header cut short");
-        }
-        let header = &bytes[offset..offset + RECORD_HEADER_LEN];
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
-        let index = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
-        let start = offset + RECORD_HEADER_LEN;
-        if len > MAX_RECORD_BYTES || bytes.len() - start < len {
-            return torn("record cut short");
-        }
-        let payload = &bytes[start..start + len];
-        if checksum(index, payload) != crc {
-            // A bad checksum on the last record of the newest segment is a torn write; with
-            // more records after it, it is damage.
-            if newest && start + len == bytes.len() {
+        let record = parse_record(&bytes, offset);
+        let Ok((index, payload)) = record else {
+            // In the newest segment, damage with no valid record after it is the torn tail of a
+            // write that never returned (acknowledged records are always followed by the
+            // records written after them). Anything else is corruption, never silently cut.
+            let after = records.last().map(|record| record.index);
+            if newest && !valid_record_after(&bytes, offset + 1, after) {
                 return Ok(offset as u64);
             }
-            let what = "checksum mismatch".to_string();
+            let what = record.err().unwrap_or("damaged record").to_string();
             return Err(LogError::Corrupt { path: path.clone(), offset: offset as u64, what });
-        }
+        };
         records.push(Record { index, payload: payload.to_vec() });
-        offset = start + len;
+        offset += RECORD_HEADER_LEN + payload.len();
     }
     Ok(offset as u64)
 }
@@ -388,6 +401,14 @@ mod tests {
         bytes[HEADER_LEN as usize + RECORD_HEADER_LEN + 2] ^= 0xff; // inside record 1
         fs::write(&path, &bytes).unwrap();
         let err = SegmentLog::open(dir.path()).unwrap_err();
+        assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+
+        // A damaged length field must not pass for a torn tail when records follow it.
+        let path = ten_records(&dir.path().join("length"));
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_LEN as usize + RECORD_HEADER_LEN + "entry 1".len() + 3] ^= 0xff; // record 2 length
+        fs::write(&path, &bytes).unwrap();
+        let err = SegmentLog::open(&dir.path().join("length")).unwrap_err();
         assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
 
         let foreign = tempfile::tempdir().unwrap();

@@ -114,6 +114,7 @@ impl LogStore {
         self.durable.as_ref().map(|durable| durable.committer.stats_handle())
     }
 
+    #[allow(clippy::result_large_err, reason = "openraft's storage traits return its StorageError")]
     fn save_meta(&self) -> Result<(), StorageError> {
         let Some(durable) = &self.durable else { return Ok(()) };
         let body = postcard::to_allocvec(&self.meta).map_err(|err| StorageIOError::write(&err))?;

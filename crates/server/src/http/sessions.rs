@@ -47,16 +47,12 @@ pub(crate) async fn keepalive(
     path: PathArgs,
 ) -> Result<Json<proto::SessionCreated>, ApiError> {
     let session_id = path.session_id()?;
-    let command = Command::KeepAlive { sessions: vec![session_id] };
-    let CoreResponse::KeptAlive { ttl_ms } = state.node.propose(command).await?? else {
-        tracing::error!("keepalive answered with an unexpected response");
-        return Err(ApiError::Internal);
-    };
-    match ttl_ms.first() {
-        Some(Some(ttl_ms)) => {
-            Ok(Json(proto::SessionCreated { session_id: session_id.to_string(), ttl_ms: *ttl_ms }))
+    // Keepalives are coalesced: every keepalive arriving in one tick shares one command.
+    match state.node.keep_alive(session_id).await? {
+        Some(ttl_ms) => {
+            Ok(Json(proto::SessionCreated { session_id: session_id.to_string(), ttl_ms }))
         }
-        _ => Err(no_such_session()),
+        None => Err(no_such_session()),
     }
 }
 
