@@ -115,6 +115,7 @@ struct Inner {
     next_local_id: AtomicU64,
     commit_stats: Option<Arc<CommitStats>>,
     keepalives: Mutex<KeepAliveBatch>,
+    proposals: Mutex<ProposalBatch>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -122,6 +123,22 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Node").field("boot", &self.boot).finish_non_exhaustive()
     }
 }
+
+type ProposalReply = oneshot::Sender<Result<Result<Response, CoreError>, NodeError>>;
+
+/// Proposals waiting for the next log entry, and how many flusher tasks are writing entries.
+#[derive(Debug, Default)]
+struct ProposalBatch {
+    pending: Vec<(Command, ProposalReply)>,
+    flushers: usize,
+}
+
+/// Log entries being written at once. Measured: with 2, the second entry leaves with the few
+/// proposals that arrived first and costs a whole fsync, and throughput drops by a third.
+const MAX_ENTRIES_IN_FLIGHT: usize = 1;
+
+/// Most commands in one log entry; more wait for the next.
+const MAX_COMMANDS_PER_ENTRY: usize = 1024;
 
 type KeepAliveReply = oneshot::Sender<Result<Option<u64>, NodeError>>;
 
@@ -185,6 +202,20 @@ impl Node {
             data_dir: (!config.in_memory).then(|| config.data_dir.clone()),
         })
         .map_err(storage_error)?;
+        if let Some(purged) = log_store.last_purged_index() {
+            let covered = machine.lock().last_applied.map(|id| id.index);
+            if covered.is_none_or(|index| index < purged) {
+                let path = config.data_dir.join("snapshot");
+                return Err(storage_error(storage::log::LogError::Corrupt {
+                    path,
+                    offset: 0,
+                    what: format!(
+                        "the log was compacted up to entry {purged} but the snapshot {}",
+                        covered.map_or("is missing".to_string(), |i| format!("ends at entry {i}"))
+                    ),
+                }));
+            }
+        }
 
         let raft_config = openraft::Config {
             cluster_name: "lockserver".into(),
@@ -220,6 +251,7 @@ impl Node {
                 next_local_id: AtomicU64::new(1),
                 commit_stats,
                 keepalives: Mutex::new(KeepAliveBatch::default()),
+                proposals: Mutex::new(ProposalBatch::default()),
             }),
         };
         let resume =
@@ -266,10 +298,30 @@ impl Node {
         &self,
         command: Command,
     ) -> Result<Result<Response, CoreError>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut batch = lock(&self.inner.proposals);
+            batch.pending.push((command, reply));
+            let start = batch.flushers < MAX_ENTRIES_IN_FLIGHT;
+            batch.flushers += usize::from(start);
+            start
+        };
+        if start {
+            tokio::spawn(flush_proposals(self.clone()));
+        }
+        answer.await.map_err(|_| unavailable("the node stopped"))?
+    }
+
+    /// Writes `commands` as one log entry stamped with the current log time; their answers in
+    /// order once the entry is durable and applied.
+    async fn write(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Response, CoreError>>, NodeError> {
         let ctx = Ctx { now_ms: self.inner.clock.now_ms(), wall_ms: clock::wall_ms() };
-        match self.inner.raft.client_write(LogCmd { ctx, command }).await {
+        match self.inner.raft.client_write(LogCmd { ctx, commands }).await {
             Ok(written) => match written.data {
-                Applied::Command(response) => Ok(response),
+                Applied::Commands(responses) => Ok(responses),
                 Applied::Nothing => Err(unavailable("the command was not applied")),
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
@@ -363,6 +415,45 @@ async fn start_leading(raft: &Raft, node_id: u64, timeout: Duration) -> Result<(
         .await
         .map_err(|err| unavailable(format!("could not replay the log: {err}")))?;
     Ok(())
+}
+
+/// Writes queued proposals, one log entry per round, until none are left: proposals that arrive
+/// while an entry is being made durable go together into the next one.
+async fn flush_proposals(node: Node) {
+    loop {
+        let pending: Vec<_> = {
+            let mut batch = lock(&node.inner.proposals);
+            if batch.pending.is_empty() {
+                batch.flushers -= 1;
+                return;
+            }
+            let take = batch.pending.len().min(MAX_COMMANDS_PER_ENTRY);
+            batch.pending.drain(..take).collect()
+        };
+        let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        match node.write(commands).await {
+            Ok(responses) if responses.len() == replies.len() => {
+                for (reply, response) in replies.into_iter().zip(responses) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Ok(responses) => {
+                let err = unavailable(format!(
+                    "{} answers for {} commands",
+                    responses.len(),
+                    replies.len()
+                ));
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+            Err(err) => {
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
 }
 
 async fn flush_keepalives(node: Node) {

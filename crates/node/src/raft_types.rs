@@ -5,18 +5,21 @@ use std::io::Cursor;
 use lockserver_core::{Command, CoreError, Ctx, Response};
 use serde::{Deserialize, Serialize};
 
-/// One command as it sits in the log: the proposer's log time and the command itself.
+/// One log entry's commands: the log time they were proposed at and the commands, applied in
+/// order. Proposals that arrive while the previous entry is being made durable share the next
+/// entry (group commit above openraft, which appends and flushes one entry at a time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCmd {
     pub ctx: Ctx,
-    pub command: Command,
+    pub commands: Vec<Command>,
 }
 
-/// What applying one log entry produced. Blank and membership entries produce `Nothing`.
+/// What applying one log entry produced: one answer per command. Blank and membership entries
+/// produce `Nothing`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Nothing,
-    Command(Result<Response, CoreError>),
+    Commands(Vec<Result<Response, CoreError>>),
 }
 
 openraft::declare_raft_types!(

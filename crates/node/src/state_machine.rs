@@ -157,7 +157,11 @@ impl Machine {
                 }
                 EntryPayload::Normal(cmd) => {
                     let mut effects: Vec<Effect> = Vec::new();
-                    let response = state.table.apply(cmd.ctx, cmd.command, &mut effects);
+                    let responses: Vec<_> = cmd
+                        .commands
+                        .into_iter()
+                        .map(|command| state.table.apply(cmd.ctx, command, &mut effects))
+                        .collect();
                     if let Some(tokens) = &self.tokens {
                         // No token may be seen before the high-water mark covers it.
                         tokens
@@ -165,7 +169,7 @@ impl Machine {
                             .map_err(|err| StorageIOError::apply(entry.log_id, &err))?;
                     }
                     undeliverable.extend(self.router.route(self.boot, effects));
-                    Applied::Command(response)
+                    Applied::Commands(responses)
                 }
             };
             replies.push(reply);

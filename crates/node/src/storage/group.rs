@@ -2,7 +2,7 @@
 //! covers them with one fdatasync before acknowledging any.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use super::log::{Record, SegmentLog};
@@ -33,12 +33,29 @@ pub struct CommitStats {
     pub records: AtomicU64,
 }
 
-/// The handle appenders use. The flusher thread owns the log; it stops when every handle is
-/// dropped, after flushing what was queued.
+/// The handle appenders use. Operations are queued to the flusher thread, which writes every
+/// queued one and covers them with one fsync; or run at once on the caller's thread
+/// ([`GroupCommitter::run_now`]) when the caller waits for durability anyway (openraft 0.9
+/// appends one entry at a time and waits for its flush), which saves two thread wake-ups per
+/// entry. The flusher thread stops when every handle is dropped, after flushing what was queued.
 #[derive(Debug, Clone)]
 pub struct GroupCommitter {
     queue: mpsc::Sender<Pending>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    writer: Mutex<Writer>,
     stats: Arc<CommitStats>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    log: SegmentLog,
+    /// After a failed write or fsync nothing later may be acknowledged: the state of the file
+    /// is unknown (the fsync-gate lesson). Everything is refused from then on.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -50,17 +67,25 @@ impl std::fmt::Debug for Pending {
 impl GroupCommitter {
     pub fn start(log: SegmentLog) -> std::io::Result<GroupCommitter> {
         let (queue, pending) = mpsc::channel();
-        let stats = Arc::new(CommitStats::default());
-        let thread_stats = stats.clone();
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer { log, failed: None }),
+            stats: Arc::new(CommitStats::default()),
+        });
+        let thread_shared = shared.clone();
         thread::Builder::new()
             .name("lockserver-log".into())
-            .spawn(move || flusher(log, pending, &thread_stats))?;
-        Ok(GroupCommitter { queue, stats })
+            .spawn(move || flusher(&thread_shared, pending))?;
+        Ok(GroupCommitter { queue, shared })
     }
 
     /// Queues `records`; `done` runs on the flusher thread once they are durable.
     pub fn append(&self, records: Vec<Record>, done: Done) {
         self.send(Op::Append(records), done);
+    }
+
+    /// Appends `records` and fsyncs on this thread (it blocks); `Ok` once they are durable.
+    pub fn append_now(&self, records: Vec<Record>) -> Result<(), String> {
+        self.shared.write(&[&Op::Append(records)])
     }
 
     /// Queues the removal of every record with index ≥ `from`; `done` runs once it is durable.
@@ -80,52 +105,61 @@ impl GroupCommitter {
     }
 
     pub fn stats(&self) -> &CommitStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// A shared handle on the counters, for metrics.
     pub fn stats_handle(&self) -> Arc<CommitStats> {
-        self.stats.clone()
+        self.shared.stats.clone()
     }
 }
 
-fn flusher(mut log: SegmentLog, pending: mpsc::Receiver<Pending>, stats: &CommitStats) {
-    let mut failed: Option<String> = None;
+impl Shared {
+    /// Applies `ops` in order and covers them with one fsync.
+    fn write(&self, ops: &[&Op]) -> Result<(), String> {
+        let mut writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some(failed) = &writer.failed {
+            return Err(failed.clone());
+        }
+        let mut result = Ok(());
+        for op in ops {
+            result = match op {
+                Op::Append(records) => writer.log.append(records),
+                Op::Truncate(from) => writer.log.truncate_from(*from),
+                Op::Purge(upto) => writer.log.purge_upto(*upto),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        if let Err(err) = result.and_then(|()| writer.log.sync()) {
+            tracing::error!(error = %err, "log write failed; refusing further appends");
+            writer.failed = Some(err.to_string());
+            return Err(err.to_string());
+        }
+        let stats = &self.stats;
+        stats.syncs.fetch_add(1, Ordering::Relaxed);
+        stats.appends.fetch_add(ops.len() as u64, Ordering::Relaxed);
+        let records: usize = ops
+            .iter()
+            .map(|op| match op {
+                Op::Append(records) => records.len(),
+                Op::Truncate(_) | Op::Purge(_) => 0,
+            })
+            .sum();
+        stats.records.fetch_add(records as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn flusher(shared: &Shared, pending: mpsc::Receiver<Pending>) {
     while let Ok(first) = pending.recv() {
         let mut batch = vec![first];
         batch.extend(pending.try_iter());
-        if failed.is_none() {
-            let mut result = Ok(());
-            for item in &batch {
-                result = match &item.op {
-                    Op::Append(records) => log.append(records),
-                    Op::Truncate(from) => log.truncate_from(*from),
-                    Op::Purge(upto) => log.purge_upto(*upto),
-                };
-                if result.is_err() {
-                    break;
-                }
-            }
-            if let Err(err) = result.and_then(|()| log.sync()) {
-                // After a failed write or fsync nothing later may be acknowledged: the state of
-                // the file is unknown (the fsync-gate lesson). Refuse everything from now on.
-                tracing::error!(error = %err, "log write failed; refusing further appends");
-                failed = Some(err.to_string());
-            } else {
-                stats.syncs.fetch_add(1, Ordering::Relaxed);
-                stats.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let records: usize = batch
-                    .iter()
-                    .map(|item| match &item.op {
-                        Op::Append(records) => records.len(),
-                        Op::Truncate(_) | Op::Purge(_) => 0,
-                    })
-                    .sum();
-                stats.records.fetch_add(records as u64, Ordering::Relaxed);
-            }
-        }
+        let ops: Vec<&Op> = batch.iter().map(|item| &item.op).collect();
+        let result = shared.write(&ops);
         for item in batch {
-            (item.done)(failed.clone().map_or(Ok(()), Err));
+            (item.done)(result.clone());
         }
     }
 }

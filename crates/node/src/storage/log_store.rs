@@ -109,6 +109,11 @@ impl LogStore {
         })
     }
 
+    /// The index of the last entry purged from the log (a snapshot must cover it).
+    pub fn last_purged_index(&self) -> Option<u64> {
+        self.meta.last_purged.map(|id| id.index)
+    }
+
     /// Group-commit counters (durable mode): fsyncs, appends, records.
     pub fn commit_stats(&self) -> Option<Arc<super::group::CommitStats>> {
         self.durable.as_ref().map(|durable| durable.committer.stats_handle())
@@ -216,6 +221,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match &self.durable {
             None => callback.log_io_completed(Ok(())),
+            // On a multi-threaded runtime the write and fsync run right here (openraft waits
+            // for the flush before its next step anyway); elsewhere the flusher thread does it.
+            Some(durable) if multi_threaded_runtime() => {
+                let result = tokio::task::block_in_place(|| durable.committer.append_now(records));
+                callback.log_io_completed(result.map_err(io::Error::other));
+            }
             Some(durable) => durable.committer.append(
                 records,
                 Box::new(move |result| callback.log_io_completed(result.map_err(io::Error::other))),
@@ -252,4 +263,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         )
         .await
     }
+}
+
+fn multi_threaded_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
