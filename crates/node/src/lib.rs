@@ -99,6 +99,20 @@ pub struct NodeStats {
     pub log_records: u64,
     pub snapshots_built: u64,
     pub last_applied: u64,
+    /// Commands proposed, and the log entries that carried them (several share one entry).
+    pub commands: u64,
+    pub command_entries: u64,
+    /// `keep_alive` calls, and the `KeepAlive` commands that carried them.
+    pub keepalives: u64,
+    pub keepalive_commands: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    command_entries: AtomicU64,
+    keepalives: AtomicU64,
+    keepalive_commands: AtomicU64,
 }
 
 /// A handle on the running node. Cheap to clone; every clone is the same node.
@@ -116,6 +130,7 @@ struct Inner {
     commit_stats: Option<Arc<CommitStats>>,
     keepalives: Mutex<KeepAliveBatch>,
     proposals: Mutex<ProposalBatch>,
+    counters: Counters,
 }
 
 impl std::fmt::Debug for Inner {
@@ -252,6 +267,7 @@ impl Node {
                 commit_stats,
                 keepalives: Mutex::new(KeepAliveBatch::default()),
                 proposals: Mutex::new(ProposalBatch::default()),
+                counters: Counters::default(),
             }),
         };
         let resume =
@@ -318,6 +334,9 @@ impl Node {
         &self,
         commands: Vec<Command>,
     ) -> Result<Vec<Result<Response, CoreError>>, NodeError> {
+        let counters = &self.inner.counters;
+        counters.commands.fetch_add(commands.len() as u64, Ordering::Relaxed);
+        counters.command_entries.fetch_add(1, Ordering::Relaxed);
         let ctx = Ctx { now_ms: self.inner.clock.now_ms(), wall_ms: clock::wall_ms() };
         match self.inner.raft.client_write(LogCmd { ctx, commands }).await {
             Ok(written) => match written.data {
@@ -364,6 +383,10 @@ impl Node {
         let mut stats = NodeStats {
             snapshots_built: self.inner.machine.snapshots_built(),
             last_applied: self.inner.machine.lock().last_applied.map_or(0, |id| id.index),
+            commands: self.inner.counters.commands.load(Ordering::Relaxed),
+            command_entries: self.inner.counters.command_entries.load(Ordering::Relaxed),
+            keepalives: self.inner.counters.keepalives.load(Ordering::Relaxed),
+            keepalive_commands: self.inner.counters.keepalive_commands.load(Ordering::Relaxed),
             ..NodeStats::default()
         };
         if let Some(commit) = &self.inner.commit_stats {
@@ -467,6 +490,9 @@ async fn flush_keepalives(node: Node) {
             std::mem::take(&mut batch.pending)
         };
         let sessions = pending.iter().map(|(session, _)| *session).collect();
+        let counters = &node.inner.counters;
+        counters.keepalives.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        counters.keepalive_commands.fetch_add(1, Ordering::Relaxed);
         let result = node.propose(Command::KeepAlive { sessions }).await;
         match result {
             Ok(Ok(Response::KeptAlive { ttl_ms })) => {

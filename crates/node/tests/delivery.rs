@@ -93,3 +93,31 @@ async fn a_wait_times_out_at_its_deadline() {
     assert!(waited >= Duration::from_millis(200), "timed out early, after {waited:?}");
     assert!(waited < Duration::from_secs(2), "timed out {waited:?} late");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_keepalives_share_keepalive_commands() {
+    let (node, _dir) = open().await;
+    let sessions: Vec<_> = (1..=500u128).map(|i| SessionId::from_u128(i << 32 | 7)).collect();
+    for &session_id in &sessions {
+        let open = Command::OpenSession { session_id, ttl_ms: 10_000, owner: Arc::from("ka") };
+        node.propose(open).await.unwrap().unwrap();
+    }
+    let before = node.stats();
+    let calls: Vec<_> = sessions
+        .iter()
+        .map(|&session| {
+            let node = node.clone();
+            tokio::spawn(async move { node.keep_alive(session).await })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(Some(10_000)));
+    }
+    let gone = node.keep_alive(SessionId::from_u128(99)).await;
+    assert_eq!(gone, Ok(None), "an unknown session is reported gone");
+    let after = node.stats();
+    assert_eq!(after.keepalives - before.keepalives, 501);
+    let commands = after.keepalive_commands - before.keepalive_commands;
+    // The first keepalive goes alone; the rest arrive while it is in the log and share a few.
+    assert!(commands <= 50, "500 concurrent keepalives took {commands} KeepAlive commands");
+}

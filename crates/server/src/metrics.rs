@@ -157,6 +157,30 @@ impl Metrics {
             &[("", node.log_records)],
         );
         counter(
+            "lockserver_commands_total",
+            "Commands proposed to the log.",
+            "counter",
+            &[("", node.commands)],
+        );
+        counter(
+            "lockserver_command_entries_total",
+            "Log entries carrying commands (commands that arrive together share one).",
+            "counter",
+            &[("", node.command_entries)],
+        );
+        counter(
+            "lockserver_keepalives_total",
+            "Session keepalives.",
+            "counter",
+            &[("", node.keepalives)],
+        );
+        counter(
+            "lockserver_keepalive_commands_total",
+            "KeepAlive commands (each carries every keepalive that arrived meanwhile).",
+            "counter",
+            &[("", node.keepalive_commands)],
+        );
+        counter(
             "lockserver_snapshots_total",
             "Snapshots of the lock table built.",
             "counter",
