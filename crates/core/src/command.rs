@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::effect::Kind;
 use crate::ids::{HoldId, Holder, NodeEpoch, Origin, SessionId};
 use crate::name::LockName;
 
@@ -39,6 +40,14 @@ pub enum Command {
     Release {
         hold_id: HoldId,
         reason: ReleaseReason,
+    },
+    /// A client's release of a hold (or withdrawal of a waiter) addressed by name, kind and id:
+    /// `not_found` unless the id is live on `name` and `name` is of `kind`. One command, so the
+    /// check and the release see the same table.
+    ReleaseOf {
+        name: LockName,
+        kind: Kind,
+        hold_id: HoldId,
     },
     /// Release the hold (or withdraw the waiter) that the acquire with this `request_id` created.
     ReleaseByRequest {

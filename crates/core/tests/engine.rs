@@ -597,3 +597,25 @@ fn resume_raises_the_next_token_to_the_floor_and_never_lowers_it() {
     assert_eq!(next.token.0, 1_001, "a lower floor never moves tokens back");
     assert!(first.token < raised.token);
 }
+
+#[test]
+fn release_of_checks_name_and_kind_in_the_same_command() {
+    let mut t = T::new();
+    let hold = held(t.lock("db", Mode::Exclusive, Wait::Try));
+    let waiter = queued(t.lock("db", Mode::Exclusive, Wait::For(5_000)));
+    let mut release_of = |t: &mut T, lock: &str, kind: Kind, hold_id| {
+        t.run(Command::ReleaseOf { name: name(lock), kind, hold_id })
+    };
+    // Another name, the other kind, an unknown id: not_found, and nothing changes.
+    assert_eq!(code(release_of(&mut t, "other", Kind::Lock, hold.hold_id)), "not_found");
+    assert_eq!(code(release_of(&mut t, "db", Kind::Semaphore, hold.hold_id)), "not_found");
+    let unknown = t.id();
+    assert_eq!(code(release_of(&mut t, "db", Kind::Lock, unknown)), "not_found");
+    assert!(t.effects.is_empty());
+    assert!(t.table.hold(hold.hold_id, t.now).is_some());
+    // A waiter is withdrawn; the holder's release then hands nothing to the withdrawn waiter.
+    assert_eq!(release_of(&mut t, "db", Kind::Lock, waiter), Ok(Response::Released));
+    assert_eq!(release_of(&mut t, "db", Kind::Lock, hold.hold_id), Ok(Response::Released));
+    assert!(t.granted_ids().is_empty());
+    assert_eq!(code(release_of(&mut t, "db", Kind::Lock, hold.hold_id)), "not_found");
+}

@@ -333,6 +333,9 @@ impl Table {
         let response = match command {
             Command::Acquire(acquire) => self.acquire(acquire, effects),
             Command::Release { hold_id, reason } => self.release(hold_id, reason, effects),
+            Command::ReleaseOf { name, kind, hold_id } => {
+                self.release_of(&name, kind, hold_id, effects)
+            }
             Command::ReleaseByRequest { name, scope, request_id } => {
                 self.release_by_request(&name, scope, request_id, effects)
             }

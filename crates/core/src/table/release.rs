@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use crate::command::{ReleaseReason, RequestScope, TtlChange};
-use crate::effect::{Effect, LostReason, Response, WaitEnd};
+use crate::effect::{Effect, Kind, LostReason, Response, WaitEnd};
 use crate::error::CoreError;
 use crate::ids::{HoldId, Holder};
 use crate::name::LockName;
 
 use super::acquire::validate_ttl;
-use super::{Ending, EntryState, Table, Timer};
+use super::{Ending, EntryState, NameKind, NameState, Table, Timer};
 
 fn no_such_hold() -> CoreError {
     CoreError::NotFound("no live hold or waiter with that id".into())
@@ -38,6 +38,30 @@ impl Table {
         } else {
             Err(no_such_hold())
         }
+    }
+
+    pub(super) fn release_of(
+        &mut self,
+        name: &LockName,
+        kind: Kind,
+        hold_id: HoldId,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, CoreError> {
+        let of_kind = |state: &NameState| match state.kind {
+            NameKind::Lock => kind == Kind::Lock,
+            NameKind::Semaphore { .. } => kind == Kind::Semaphore,
+        };
+        let belongs = self
+            .entries
+            .get(&hold_id)
+            .is_some_and(|entry| &entry.name == name && self.names.get(name).is_some_and(of_kind));
+        if !belongs {
+            return Err(CoreError::NotFound(format!(
+                "no live {} hold or waiter with that id on this name",
+                kind.as_str()
+            )));
+        }
+        self.release(hold_id, ReleaseReason::Client, effects)
     }
 
     pub(super) fn release_by_request(

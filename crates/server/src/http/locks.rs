@@ -9,8 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lockserver_core::{
-    Acquire, Command, Effect, HoldId, HoldView, Holder, LockName, Mode, Origin, ReleaseReason,
-    RequestScope, Response as CoreResponse, SessionId, TtlChange, Via, Wait, WaitEnd, Want,
+    Acquire, Command, Effect, HoldId, HoldView, Holder, LockName, Mode, Origin, RequestScope,
+    Response as CoreResponse, SessionId, TtlChange, Via, Wait, WaitEnd, Want,
 };
 use lockserver_proto as proto;
 use serde::Deserialize;
@@ -296,22 +296,8 @@ async fn release_hold(
     let name = path.name()?;
     principal.check_name(name.as_str())?;
     let hold_id = path.hold_id()?;
-    let lookup_name = name.clone();
-    let belongs = state
-        .node
-        .read(move |table, now| match table.hold(hold_id, now) {
-            Some(hold) => hold.name == lookup_name && hold.kind == kind,
-            None => {
-                let view = table.name_view(&lookup_name, now);
-                view.kind == Some(kind) && view.waiters.iter().any(|w| w.hold_id == hold_id)
-            }
-        })
-        .await?;
-    if !belongs {
-        return Err(no_such_hold(kind));
-    }
-    let command = Command::Release { hold_id, reason: ReleaseReason::Client };
-    state.node.propose(command).await??;
+    // One command: the core checks that the id is live on this name and kind, then releases.
+    state.node.propose(Command::ReleaseOf { name, kind, hold_id }).await??;
     Ok(StatusCode::NO_CONTENT)
 }
 
