@@ -131,6 +131,12 @@ struct Inner {
     keepalives: Mutex<KeepAliveBatch>,
     proposals: Mutex<ProposalBatch>,
     counters: Counters,
+    /// The runtime of the raft thread: openraft's tasks, the proposal and keepalive flushers,
+    /// the expiry ticker. One thread, so a log entry's trip (flusher -> raft core -> log write
+    /// -> state machine -> flusher) never waits for another thread to wake.
+    runtime: tokio::runtime::Handle,
+    /// Dropped (after raft has shut down) to end the raft thread.
+    stop_thread: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -139,13 +145,27 @@ impl std::fmt::Debug for Inner {
     }
 }
 
-type ProposalReply = oneshot::Sender<Result<Result<Response, CoreError>, NodeError>>;
+type Answer = Result<Result<Response, CoreError>, NodeError>;
+type ProposalReply = oneshot::Sender<Answer>;
+type ReplyBatch = Vec<(ProposalReply, Answer)>;
+
+/// A queued proposal and the thread of the single-threaded runtime it came from, if any.
+#[derive(Debug)]
+struct Proposal {
+    command: Command,
+    reply: ProposalReply,
+    home: Option<std::thread::ThreadId>,
+}
 
 /// Proposals waiting for the next log entry, and how many flusher tasks are writing entries.
 #[derive(Debug, Default)]
 struct ProposalBatch {
-    pending: Vec<(Command, ProposalReply)>,
+    pending: Vec<Proposal>,
     flushers: usize,
+    /// For each single-threaded runtime that proposes (the server's connection workers): a task
+    /// on it that hands out that runtime's answers, so an entry's answers cost one cross-thread
+    /// wake per runtime instead of one per proposal.
+    homes: std::collections::HashMap<std::thread::ThreadId, mpsc::UnboundedSender<ReplyBatch>>,
 }
 
 /// Log entries being written at once. Measured: with 2, the second entry leaves with the few
@@ -166,14 +186,31 @@ struct KeepAliveBatch {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The raft task owns the storage; stop it with the last handle.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let raft = self.raft.clone();
-            runtime.spawn(async move {
-                let _ = raft.shutdown().await;
-            });
-        }
+        // The raft task owns the storage; stop it with the last handle, then the thread.
+        let raft = self.raft.clone();
+        let stop = lock(&self.stop_thread).take();
+        self.runtime.spawn(async move {
+            let _ = raft.shutdown().await;
+            drop(stop);
+        });
     }
+}
+
+/// Starts the raft thread: a single-threaded runtime that runs until `stop` is dropped.
+fn start_raft_thread() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), NodeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| unavailable(format!("cannot start the raft runtime: {err}")))?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("lockserver-raft".into())
+        .spawn(move || {
+            let _ = runtime.block_on(stopped);
+        })
+        .map_err(|err| unavailable(format!("cannot start the raft thread: {err}")))?;
+    Ok((handle, stop))
 }
 
 fn storage_error(err: impl std::fmt::Display) -> NodeError {
@@ -244,16 +281,27 @@ impl Node {
         .validate()
         .map_err(unavailable)?;
         let state_machine = StateMachine { machine: machine.clone() };
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            network::Network,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(storage_error)?;
-        start_leading(&raft, config.node_id, config.start_timeout).await?;
+        let (runtime, stop_thread) = start_raft_thread()?;
+        let node_id = config.node_id;
+        // openraft spawns its tasks on the runtime it is created in: the raft thread's.
+        let raft = runtime
+            .spawn(async move {
+                Raft::new(
+                    node_id,
+                    Arc::new(raft_config),
+                    network::Network,
+                    log_store,
+                    state_machine,
+                )
+                .await
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(storage_error)?;
+        if let Err(err) = start_leading(&raft, config.node_id, config.start_timeout).await {
+            let _ = raft.shutdown().await;
+            return Err(err);
+        }
 
         // Log time resumes where the log left it: downtime does not count against any deadline.
         let clock = LogClock::start_at(machine.lock().table.now_ms());
@@ -268,6 +316,8 @@ impl Node {
                 keepalives: Mutex::new(KeepAliveBatch::default()),
                 proposals: Mutex::new(ProposalBatch::default()),
                 counters: Counters::default(),
+                runtime,
+                stop_thread: Mutex::new(Some(stop_thread)),
             }),
         };
         let resume =
@@ -275,8 +325,9 @@ impl Node {
         node.propose(resume)
             .await?
             .map_err(|err| NodeError::Unavailable(format!("resume failed: {err}")))?;
-        tokio::spawn(expiry_ticker(Arc::downgrade(&node.inner), deadline_rx));
-        tokio::spawn(release_undeliverable(Arc::downgrade(&node.inner), undeliverable_rx));
+        let runtime = &node.inner.runtime;
+        runtime.spawn(expiry_ticker(Arc::downgrade(&node.inner), deadline_rx));
+        runtime.spawn(release_undeliverable(Arc::downgrade(&node.inner), undeliverable_rx));
         Ok(node)
     }
 
@@ -315,15 +366,30 @@ impl Node {
         command: Command,
     ) -> Result<Result<Response, CoreError>, NodeError> {
         let (reply, answer) = oneshot::channel();
+        let home = match tokio::runtime::Handle::try_current() {
+            Ok(handle)
+                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread =>
+            {
+                Some(std::thread::current().id())
+            }
+            _ => None,
+        };
         let start = {
             let mut batch = lock(&self.inner.proposals);
-            batch.pending.push((command, reply));
+            if let Some(home) = home {
+                batch.homes.entry(home).or_insert_with(|| {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    tokio::spawn(hand_out_answers(receiver));
+                    sender
+                });
+            }
+            batch.pending.push(Proposal { command, reply, home });
             let start = batch.flushers < MAX_ENTRIES_IN_FLIGHT;
             batch.flushers += usize::from(start);
             start
         };
         if start {
-            tokio::spawn(flush_proposals(self.clone()));
+            self.inner.runtime.spawn(flush_proposals(self.clone()));
         }
         answer.await.map_err(|_| unavailable("the node stopped"))?
     }
@@ -360,7 +426,7 @@ impl Node {
             !std::mem::replace(&mut batch.in_flight, true)
         };
         if start {
-            tokio::spawn(flush_keepalives(self.clone()));
+            self.inner.runtime.spawn(flush_keepalives(self.clone()));
         }
         answer.await.map_err(|_| unavailable("the node stopped"))?
     }
@@ -453,12 +519,15 @@ async fn flush_proposals(node: Node) {
             let take = batch.pending.len().min(MAX_COMMANDS_PER_ENTRY);
             batch.pending.drain(..take).collect()
         };
-        let (commands, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        match node.write(commands).await {
+        let mut commands = Vec::with_capacity(pending.len());
+        let mut replies = Vec::with_capacity(pending.len());
+        for proposal in pending {
+            commands.push(proposal.command);
+            replies.push((proposal.reply, proposal.home));
+        }
+        let answers: Vec<Answer> = match node.write(commands).await {
             Ok(responses) if responses.len() == replies.len() => {
-                for (reply, response) in replies.into_iter().zip(responses) {
-                    let _ = reply.send(Ok(response));
-                }
+                responses.into_iter().map(Ok).collect()
             }
             Ok(responses) => {
                 let err = unavailable(format!(
@@ -466,15 +535,62 @@ async fn flush_proposals(node: Node) {
                     responses.len(),
                     replies.len()
                 ));
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+                vec![Err(err); replies.len()]
             }
-            Err(err) => {
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
+            Err(err) => vec![Err(err); replies.len()],
+        };
+        deliver_answers(&node, replies, answers);
+    }
+}
+
+/// Sends each answer to its proposer: directly when it waits on this thread or on a
+/// multi-threaded runtime, else in one batch per home runtime.
+fn deliver_answers(
+    node: &Node,
+    replies: Vec<(ProposalReply, Option<std::thread::ThreadId>)>,
+    answers: Vec<Answer>,
+) {
+    let here = std::thread::current().id();
+    let mut by_home: std::collections::HashMap<std::thread::ThreadId, ReplyBatch> =
+        std::collections::HashMap::new();
+    for ((reply, home), answer) in replies.into_iter().zip(answers) {
+        match home {
+            Some(home) if home != here => by_home.entry(home).or_default().push((reply, answer)),
+            _ => {
+                let _ = reply.send(answer);
             }
+        }
+    }
+    if by_home.is_empty() {
+        return;
+    }
+    let senders: Vec<_> = {
+        let batch = lock(&node.inner.proposals);
+        by_home
+            .into_iter()
+            .map(|(home, replies)| (batch.homes.get(&home).cloned(), replies))
+            .collect()
+    };
+    for (sender, replies) in senders {
+        let undelivered = match sender {
+            Some(sender) => match sender.send(replies) {
+                Ok(()) => continue,
+                // That runtime has stopped; its proposers are gone or will see a closed channel.
+                Err(mpsc::error::SendError(replies)) => replies,
+            },
+            None => replies,
+        };
+        for (reply, answer) in undelivered {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Runs on a proposer's single-threaded runtime: hands out the answers sent to it.
+async fn hand_out_answers(mut batches: mpsc::UnboundedReceiver<ReplyBatch>) {
+    while let Some(batch) = batches.recv().await {
+        for (reply, answer) in batch {
+            let _ = reply.send(answer);
         }
     }
 }

@@ -9,6 +9,7 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use tokio::runtime::RuntimeFlavor;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
@@ -221,9 +222,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match &self.durable {
             None => callback.log_io_completed(Ok(())),
-            // On a multi-threaded runtime the write and fsync run right here (openraft waits
-            // for the flush before its next step anyway); elsewhere the flusher thread does it.
-            Some(durable) if multi_threaded_runtime() => {
+            // Inside a runtime the write and fsync run right here: openraft waits for the flush
+            // before its next step anyway, and the node's raft thread has nothing else to do
+            // meanwhile (on a multi-threaded runtime the worker's other tasks move away first).
+            // Outside one, the flusher thread does it.
+            Some(durable) if current_runtime() == Some(RuntimeFlavor::CurrentThread) => {
+                let result = durable.committer.append_now(records);
+                callback.log_io_completed(result.map_err(io::Error::other));
+            }
+            Some(durable) if current_runtime() == Some(RuntimeFlavor::MultiThread) => {
                 let result = tokio::task::block_in_place(|| durable.committer.append_now(records));
                 callback.log_io_completed(result.map_err(io::Error::other));
             }
@@ -265,7 +272,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-fn multi_threaded_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+fn current_runtime() -> Option<RuntimeFlavor> {
+    tokio::runtime::Handle::try_current().ok().map(|handle| handle.runtime_flavor())
 }
