@@ -467,14 +467,23 @@ impl Node {
     /// waits for it.
     pub async fn snapshot(&self) -> Result<(), NodeError> {
         let target = self.inner.machine.lock().last_applied.map_or(0, |id| id.index);
-        self.inner.raft.trigger().snapshot().await.map_err(unavailable)?;
-        self.inner
-            .raft
-            .wait(Some(Duration::from_secs(60)))
-            .metrics(|m| m.snapshot.is_some_and(|id| id.index >= target), "snapshot")
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            // A trigger while a snapshot is already being built (by policy) is dropped, and
+            // that snapshot may end below `target`: trigger again until one covers it.
+            self.inner.raft.trigger().snapshot().await.map_err(unavailable)?;
+            let covered = self
+                .inner
+                .raft
+                .wait(Some(Duration::from_secs(1)))
+                .metrics(|m| m.snapshot.is_some_and(|id| id.index >= target), "snapshot")
+                .await;
+            match covered {
+                Ok(_) => return Ok(()),
+                Err(err) if std::time::Instant::now() >= deadline => return Err(unavailable(err)),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Stops raft (the log is flushed); the node answers `unavailable` afterwards.
