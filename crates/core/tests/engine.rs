@@ -603,7 +603,7 @@ fn release_of_checks_name_and_kind_in_the_same_command() {
     let mut t = T::new();
     let hold = held(t.lock("db", Mode::Exclusive, Wait::Try));
     let waiter = queued(t.lock("db", Mode::Exclusive, Wait::For(5_000)));
-    let mut release_of = |t: &mut T, lock: &str, kind: Kind, hold_id| {
+    let release_of = |t: &mut T, lock: &str, kind: Kind, hold_id| {
         t.run(Command::ReleaseOf { name: name(lock), kind, hold_id })
     };
     // Another name, the other kind, an unknown id: not_found, and nothing changes.
