@@ -8,7 +8,7 @@
 //! cargo run --release -p lockserver-node --example propose -- [PROPOSERS] [SECONDS] [ROUNDS] [DIR]
 //! ```
 
-use std::io::Write as _;
+use std::io::{Seek as _, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,8 +27,13 @@ fn main() {
     let base = args.get(3).map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
 
-    let (p50, p99) = fsync_latency(&base, 500);
-    println!("fsync 4KiB+fdatasync in {}: p50 {p50:.3} ms, p99 {p99:.3} ms", base.display());
+    for (in_place, how) in [(false, "appending"), (true, "in place ")] {
+        let (p50, p99) = fsync_latency(&base, 500, in_place);
+        println!(
+            "fsync 4KiB+fdatasync {how} in {}: p50 {p50:.3} ms, p99 {p99:.3} ms",
+            base.display()
+        );
+    }
     let (mut durable, mut memory) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         for in_memory in [false, true] {
@@ -109,7 +114,9 @@ async fn run(dir: &Path, in_memory: bool, proposers: usize, seconds: u64) -> (f6
 }
 
 /// p50 and p99 in milliseconds of `samples` 4 KiB appends, each followed by fdatasync.
-fn fsync_latency(dir: &Path, samples: usize) -> (f64, f64) {
+/// p50/p99 ms of a 4 KiB write + fdatasync: appending (the file grows each time) or, with
+/// `in_place`, into a file zero-filled beforehand (as the log writes its active segment).
+fn fsync_latency(dir: &Path, samples: usize, in_place: bool) -> (f64, f64) {
     let path = dir.join(format!("lockserver-fsync-probe-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -119,6 +126,11 @@ fn fsync_latency(dir: &Path, samples: usize) -> (f64, f64) {
         .open(&path)
         .unwrap();
     let block = [0x5au8; 4096];
+    if in_place {
+        file.write_all(&vec![0u8; 4096 * (samples + 1)]).unwrap();
+        file.sync_all().unwrap();
+        file.seek(std::io::SeekFrom::Start(0)).unwrap();
+    }
     let mut times: Vec<f64> = (0..samples)
         .map(|_| {
             let started = Instant::now();
