@@ -602,11 +602,14 @@ fn deliver_answers(
     answers: Vec<Answer>,
 ) {
     let here = std::thread::current().id();
-    let mut by_home: std::collections::HashMap<std::thread::ThreadId, ReplyBatch> =
-        std::collections::HashMap::new();
+    // A few home runtimes at most (one per connection worker): a list beats a map here.
+    let mut by_home: Vec<(std::thread::ThreadId, ReplyBatch)> = Vec::new();
     for ((reply, home), answer) in replies.into_iter().zip(answers) {
         match home {
-            Some(home) if home != here => by_home.entry(home).or_default().push((reply, answer)),
+            Some(home) if home != here => match by_home.iter_mut().find(|(id, _)| *id == home) {
+                Some((_, batch)) => batch.push((reply, answer)),
+                None => by_home.push((home, vec![(reply, answer)])),
+            },
             _ => {
                 let _ = reply.send(answer);
             }

@@ -222,16 +222,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         match &self.durable {
             None => callback.log_io_completed(Ok(())),
-            // Inside a runtime the write and fsync run right here: openraft waits for the flush
-            // before its next step anyway, and the node's raft thread has nothing else to do
-            // meanwhile (on a multi-threaded runtime the worker's other tasks move away first).
-            // Outside one, the flusher thread does it.
+            // On the node's raft thread (a single-threaded runtime) the write and fsync run right
+            // here: openraft waits for the flush before its next step anyway, and the thread has
+            // nothing else to do meanwhile. Elsewhere the flusher thread does it, so a
+            // multi-threaded runtime's worker is never blocked.
             Some(durable) if current_runtime() == Some(RuntimeFlavor::CurrentThread) => {
                 let result = durable.committer.append_now(records);
-                callback.log_io_completed(result.map_err(io::Error::other));
-            }
-            Some(durable) if current_runtime() == Some(RuntimeFlavor::MultiThread) => {
-                let result = tokio::task::block_in_place(|| durable.committer.append_now(records));
                 callback.log_io_completed(result.map_err(io::Error::other));
             }
             Some(durable) => durable.committer.append(
