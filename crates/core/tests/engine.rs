@@ -14,6 +14,10 @@ struct T {
     effects: Vec<Effect>,
 }
 
+/// Log time counts whole ms, so every deadline lands one tick after the plain sum: a command
+/// stamped T ran somewhere in [T, T + 1).
+const TICK: u64 = 1;
+
 fn name(text: &str) -> LockName {
     LockName::new(text).unwrap()
 }
@@ -187,11 +191,13 @@ fn wait_times_out_exactly_at_its_deadline_never_before() {
     held(t.lock("db", Mode::Exclusive, Wait::Try));
     let start = t.now;
     let waiter = queued(t.lock("db", Mode::Exclusive, Wait::For(250)));
-    t.now = start + 249;
-    t.run(Command::Expire).unwrap();
-    assert!(t.effects.is_empty(), "no timeout one ms early");
-    assert!(t.table.waiter(waiter, t.now).is_some());
+    // Log time is whole ms and the wait began somewhere in [start, start + 1): its deadline is
+    // one tick past 250 ms, so it is still waiting at start + 250.
     t.now = start + 250;
+    t.run(Command::Expire).unwrap();
+    assert!(t.effects.is_empty(), "no timeout before the deadline");
+    assert!(t.table.waiter(waiter, t.now).is_some());
+    t.now = start + 250 + TICK;
     t.run(Command::Expire).unwrap();
     assert!(matches!(
         t.effects.as_slice(),
@@ -203,7 +209,7 @@ fn wait_times_out_exactly_at_its_deadline_never_before() {
 fn expired_hold_cannot_be_renewed_or_checked_etcd_11456() {
     let mut t = T::new();
     let hold = held(t.acquire_with(|a| a.ttl_ms = Some(100)));
-    t.now += 99;
+    t.now += 99 + TICK;
     assert!(t.table.check("db", hold.token.0, t.now));
     t.now += 1;
     // No Expire ran: the renew itself must see the hold gone.
@@ -235,7 +241,7 @@ fn release_of_expired_hold_never_frees_a_newer_holder() {
     // The original Lockserver's sweeper could delete a newer holder's lock.
     let mut t = T::new();
     let old = held(t.acquire_with(|a| a.ttl_ms = Some(100)));
-    t.now += 100;
+    t.now += 100 + TICK;
     let new = held(t.lock("db", Mode::Exclusive, Wait::Try));
     assert!(new.token > old.token);
     assert_eq!(code(t.release(old.hold_id)), "not_found");
@@ -247,11 +253,11 @@ fn release_of_expired_hold_never_frees_a_newer_holder() {
 fn clock_never_goes_back() {
     let mut t = T::new();
     let hold = held(t.acquire_with(|a| a.ttl_ms = Some(100)));
-    t.now += 100;
+    t.now += 100 + TICK;
     t.run(Command::Expire).unwrap();
     t.now -= 500;
     t.run(Command::Expire).unwrap();
-    assert_eq!(t.table.now_ms(), 1_100);
+    assert_eq!(t.table.now_ms(), 1_100 + TICK);
     assert!(t.table.hold(hold.hold_id, 0).is_none());
 }
 
@@ -335,18 +341,18 @@ fn session_expiry_releases_everything_with_lock_delay() {
     }));
     t.now += 600;
     t.run(Command::KeepAlive { sessions: vec![session] }).unwrap();
-    t.now += 999; // deadline = 1600 + 1000
+    t.now += 1_000; // deadline = 1600 + 1000 + TICK
     t.run(Command::Expire).unwrap();
     assert!(t.effects.is_empty());
-    t.now += 1;
+    t.now += TICK;
     let waiter = queued(t.lock("db", Mode::Exclusive, Wait::Forever));
     assert!(t.effects.iter().any(|e| matches!(e,
         Effect::Lost { hold_id, reason: LostReason::Session, .. } if *hold_id == hold.hold_id)));
     assert!(t.effects.iter().any(|e| matches!(e, Effect::SessionEnded { .. })));
-    t.now += 299;
+    t.now += 300;
     t.run(Command::Expire).unwrap();
     assert!(t.granted_ids().is_empty(), "lock-delay still running");
-    t.now += 1;
+    t.now += TICK;
     t.run(Command::Expire).unwrap();
     assert_eq!(t.granted_ids(), vec![waiter]);
 }
@@ -378,9 +384,9 @@ fn detached_session_lives_until_the_later_of_grace_and_lease() {
     t.run(Command::OpenSession { session_id: session, ttl_ms: 1_000, owner: Arc::from("s") })
         .unwrap();
     t.run(Command::DetachSession { session_id: session, grace_ms: 3_000 }).unwrap();
-    t.now += 2_999;
+    t.now += 3_000;
     assert!(t.table.session(session, t.now).is_some());
-    t.now += 1;
+    t.now += TICK;
     t.run(Command::Expire).unwrap();
     assert!(t.table.session(session, t.now).is_none());
     let keepalive = t.run(Command::KeepAlive { sessions: vec![session] });
@@ -411,7 +417,7 @@ fn resume_cancels_dead_boot_waiters_before_granting_and_extends_deadlines() {
     let hold = held(t.acquire_with(|a| a.ttl_ms = Some(100)));
     let dead = queued(t.acquire_with(|a| a.wait = Wait::Forever));
     let live_boot = NodeEpoch { node: 1, epoch: 8 };
-    t.now += 100; // the hold is due exactly when Resume runs
+    t.now += 100 + TICK; // the hold is due exactly when Resume runs
     t.run(Command::Resume { margin_ms: 2_000, live: vec![live_boot], token_floor: 0 }).unwrap();
     assert!(t.granted_ids().is_empty(), "the dead boot's waiter must not be granted");
     assert!(t.effects.iter().any(|e| matches!(e,
@@ -539,7 +545,7 @@ fn a_command_sees_the_grants_expiry_would_have_made() {
     let mut t = T::new();
     held(t.acquire_with(|a| a.ttl_ms = Some(100)));
     let reader = queued(t.lock("db", Mode::Shared, Wait::Forever));
-    t.now += 100;
+    t.now += 100 + TICK;
     let second = held(t.lock("db", Mode::Shared, Wait::Try));
     assert_eq!(t.granted_ids(), vec![reader]);
     let first_token = t.table.name_view(&name("db"), t.now).holders[0].token;
@@ -553,11 +559,11 @@ fn kind_conflicts_while_only_a_lock_delay_remains() {
         a.ttl_ms = Some(10);
         a.lock_delay_ms = 1_000
     }));
-    t.now += 10;
+    t.now += 10 + TICK;
     let semaphore = Want::Semaphore { limit: 2, permits: 1 };
     assert_eq!(code(t.acquire_with(|a| a.want = semaphore)), "conflict");
     assert_eq!(code(t.lock("db", Mode::Exclusive, Wait::Try)), "locked");
-    t.now += 1_000;
+    t.now += 1_000 + TICK;
     held(t.acquire_with(|a| a.want = semaphore));
 }
 

@@ -11,6 +11,8 @@ use proptest::prelude::*;
 const LIVE: NodeEpoch = NodeEpoch { node: 1, epoch: 2 };
 const OLD: NodeEpoch = NodeEpoch { node: 1, epoch: 1 };
 const NAMES: [&str; 3] = ["a", "b", "c"];
+/// Log time counts whole ms: every deadline lands one tick after the plain sum (see the core).
+const TICK: u64 = 1;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -168,7 +170,7 @@ impl Model {
                     permits: w.permits,
                     token,
                     ttl: w.ttl,
-                    expires: w.ttl.map(|t| now + t),
+                    expires: w.ttl.map(|t| now + t + TICK),
                     delay: w.delay,
                     session: w.session,
                     rid: w.rid,
@@ -219,8 +221,8 @@ impl Model {
             for n in self.names.values_mut() {
                 if let Some(i) = n.holders.iter().position(|h| h.id == id) {
                     let h = n.holders.remove(i);
-                    if h.delay > 0 && at + h.delay > now {
-                        n.delay_until = n.delay_until.max(at + h.delay);
+                    if h.delay > 0 && at + h.delay + TICK > now {
+                        n.delay_until = n.delay_until.max(at + h.delay + TICK);
                     }
                     fx.push(Fx::Lost(id, "expired"));
                 }
@@ -236,8 +238,8 @@ impl Model {
             if let Some(i) = n.holders.iter().position(|h| h.session == Some(s)) {
                 let h = n.holders.remove(i);
                 if let Some(at) = at {
-                    if h.delay > 0 && at + h.delay > now {
-                        n.delay_until = n.delay_until.max(at + h.delay);
+                    if h.delay > 0 && at + h.delay + TICK > now {
+                        n.delay_until = n.delay_until.max(at + h.delay + TICK);
                     }
                     fx.push(Fx::Lost(h.id, "session"));
                 }
@@ -313,7 +315,7 @@ impl Model {
                                 return Out::Err("locked");
                             }
                             n.queue[i].deadline = match wait {
-                                Wait::For(ms) => Some(now + ms),
+                                Wait::For(ms) => Some(now + ms + TICK),
                                 _ => None,
                             };
                             n.queue[i].boot = if *old_boot { OLD } else { LIVE };
@@ -350,7 +352,7 @@ impl Model {
                         permits,
                         token,
                         ttl: *ttl,
-                        expires: ttl.map(|t| self.now + t),
+                        expires: ttl.map(|t| self.now + t + TICK),
                         delay: *delay,
                         session: *session,
                         rid: *rid,
@@ -360,7 +362,7 @@ impl Model {
                     Out::Err("locked")
                 } else {
                     let deadline = match wait {
-                        Wait::For(ms) => Some(self.now + ms),
+                        Wait::For(ms) => Some(self.now + ms + TICK),
                         _ => None,
                     };
                     let boot = if *old_boot { OLD } else { LIVE };
@@ -392,7 +394,7 @@ impl Model {
                                 None => h.ttl,
                             };
                             h.ttl = new_ttl;
-                            h.expires = new_ttl.map(|t| self.now + t);
+                            h.expires = new_ttl.map(|t| self.now + t + TICK);
                         } else {
                             n.holders.remove(i);
                         }
@@ -413,7 +415,7 @@ impl Model {
                     Some(n) if !(n.holders.is_empty() && n.queue.is_empty()) => {
                         for h in std::mem::take(&mut n.holders) {
                             if *delay && h.delay > 0 {
-                                n.delay_until = n.delay_until.max(now + h.delay);
+                                n.delay_until = n.delay_until.max(now + h.delay + TICK);
                             }
                             fx.push(Fx::Lost(h.id, "admin"));
                         }
@@ -430,12 +432,12 @@ impl Model {
                 if self.sessions.contains_key(s) {
                     return Out::Err("conflict");
                 }
-                self.sessions.insert(*s, (*ttl, self.now + ttl));
+                self.sessions.insert(*s, (*ttl, self.now + ttl + TICK));
                 Out::Ok
             }
             Op::KeepAlive { s } => match self.sessions.get_mut(s) {
                 Some((ttl, deadline)) => {
-                    *deadline = (*deadline).max(self.now + *ttl);
+                    *deadline = (*deadline).max(self.now + *ttl + TICK);
                     Out::Kept(Some(*ttl))
                 }
                 None => Out::Kept(None),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, LOG_TICK};
+use common::Server;
 use serde_json::json;
 
 #[tokio::test]
@@ -81,10 +81,7 @@ async fn session_expiry_releases_its_holds_never_early() {
     let (answer, answered_at) = waiter.await.unwrap();
     assert_eq!(answer.status, 201, "{answer:?}");
     let after = answered_at - opened_at;
-    assert!(
-        after + LOG_TICK > Duration::from_millis(600),
-        "released before the session ended: {after:?}"
-    );
+    assert!(after >= Duration::from_millis(600), "released before the session ended: {after:?}");
     assert!(after <= Duration::from_millis(1600), "too late: {after:?}");
     client.get(hold.header("location")).await.assert_error(404, "not_found");
     client.get(&format!("/v1/sessions/{session_id}")).await.assert_error(404, "not_found");

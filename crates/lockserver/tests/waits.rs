@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{raw_request, read_raw_response, Client, Resp, Server, LOG_TICK};
+use common::{raw_request, read_raw_response, Client, Resp, Server};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
@@ -127,7 +127,7 @@ async fn a_wait_times_out_never_early() {
     let answer = client.lock("busy", json!({"wait_ms": 400})).await;
     let took = started.elapsed();
     answer.assert_error(409, "timeout");
-    assert!(took + LOG_TICK > Duration::from_millis(400), "timed out early: {took:?}");
+    assert!(took >= Duration::from_millis(400), "timed out early: {took:?}");
     assert!(took <= Duration::from_millis(400) + LATE_BOUND, "too late: {took:?}");
     assert_eq!(client.waiters("locks", "busy").await, 0, "a timed-out waiter leaves the queue");
 }
@@ -143,10 +143,7 @@ async fn an_expiring_hold_hands_over_to_the_waiter_never_early() {
     let (answer, answered_at) = waiter.await.unwrap();
     assert_eq!(answer.status, 201, "{answer:?}");
     let after = answered_at - granted_at;
-    assert!(
-        after + LOG_TICK > Duration::from_millis(500),
-        "granted before the TTL ended: {after:?}"
-    );
+    assert!(after >= Duration::from_millis(500), "granted before the TTL ended: {after:?}");
     assert!(after <= Duration::from_millis(500) + LATE_BOUND, "too late: {after:?}");
     assert!(answer.token() > holder.token());
     client.get(holder.header("location")).await.assert_error(404, "not_found");
@@ -168,17 +165,14 @@ async fn lock_delay_holds_the_name_after_an_involuntary_end_only() {
     let waiter = spawn_acquire(client, "/v1/locks/del", json!({"wait_ms": 10000}));
     client.until_status(expiring.header("location"), 404, Duration::from_secs(5)).await;
     let expired_at = granted_at.elapsed();
-    assert!(expired_at + LOG_TICK > Duration::from_millis(300), "expired early: {expired_at:?}");
+    assert!(expired_at >= Duration::from_millis(300), "expired early: {expired_at:?}");
     if granted_at.elapsed() < Duration::from_millis(900) {
         client.lock("del", json!({})).await.assert_error(409, "locked");
     }
     let (answer, answered_at) = waiter.await.unwrap();
     assert_eq!(answer.status, 201);
     let after = answered_at - granted_at;
-    assert!(
-        after + LOG_TICK > Duration::from_millis(1000),
-        "granted inside the lock-delay: {after:?}"
-    );
+    assert!(after >= Duration::from_millis(1000), "granted inside the lock-delay: {after:?}");
     assert!(after <= Duration::from_millis(1000) + LATE_BOUND, "too late: {after:?}");
 }
 

@@ -7,10 +7,6 @@ use std::time::{Duration, Instant};
 use lockserver_core::*;
 use lockserver_node::{Node, NodeConfig};
 
-/// Log time counts whole milliseconds: a deadline set at log time T by a command that ran at
-/// T + 0.9 ms falls 0.9 ms early in real time. "Never early" is asserted to that resolution.
-const LOG_TICK: Duration = Duration::from_millis(1);
-
 fn acquire(node: &Node, via_request: u64, wait: Wait, ttl_ms: Option<u64>) -> Command {
     Command::Acquire(Acquire {
         hold_id: HoldId::from_u128(rand_id()),
@@ -94,7 +90,7 @@ async fn a_wait_times_out_at_its_deadline() {
         tokio::time::timeout(Duration::from_secs(5), &mut inbox.receiver).await.unwrap().unwrap();
     assert!(matches!(effect, Effect::WaitEnded { reason: WaitEnd::Timeout, .. }), "{effect:?}");
     let waited = started.elapsed();
-    assert!(waited + LOG_TICK > Duration::from_millis(200), "timed out early, after {waited:?}");
+    assert!(waited >= Duration::from_millis(200), "timed out early, after {waited:?}");
     assert!(waited < Duration::from_secs(2), "timed out {waited:?} late");
 }
 

@@ -9,7 +9,10 @@ use crate::error::CoreError;
 use crate::ids::{HoldId, Holder, MAX_TOKEN};
 use std::collections::BTreeMap;
 
-use super::{Ending, Entry, EntryState, NameKind, NameState, RequestMeta, Table, Timer, WaitState};
+use super::{
+    deadline_after, Ending, Entry, EntryState, NameKind, NameState, RequestMeta, Table, Timer,
+    WaitState,
+};
 
 /// Checks the arguments that do not depend on the table.
 pub(crate) fn validate(acquire: &Acquire) -> Result<(), CoreError> {
@@ -203,7 +206,7 @@ impl Table {
         state.queue.get_or_insert_with(|| Box::new(BTreeMap::new())).insert(seq, id);
         self.waiting_count += 1;
         let deadline = match wait {
-            Wait::For(ms) => Some(self.now_ms.saturating_add(ms)),
+            Wait::For(ms) => Some(deadline_after(self.now_ms, ms)),
             Wait::Forever | Wait::Try => None,
         };
         if let Some(deadline) = deadline {
@@ -255,7 +258,7 @@ impl Table {
             });
         }
         let deadline = match new_wait {
-            Wait::For(ms) => Some(self.now_ms.saturating_add(ms)),
+            Wait::For(ms) => Some(deadline_after(self.now_ms, ms)),
             Wait::Forever | Wait::Try => None,
         };
         if let Some(old) = wait.deadline {

@@ -73,6 +73,19 @@ impl Hasher for IdHasher {
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What a name is while it exists.
+/// The deadline `ms` after log time `now`. Log time counts whole milliseconds, so a command
+/// stamped `now` ran at some instant in [now, now + 1): the deadline is one tick later than the
+/// plain sum, so it never falls before `ms` of real time have passed since that instant.
+pub(crate) fn deadline_after(now: u64, ms: u64) -> u64 {
+    now.saturating_add(ms).saturating_add(1)
+}
+
+/// Time left until `deadline` as clients see it: the tick `deadline_after` adds is not promised
+/// to them, so a fresh `ttl_ms` hold shows `expires_in_ms == ttl_ms`.
+pub(crate) fn remaining(deadline: u64, now: u64) -> u64 {
+    deadline.saturating_sub(now).saturating_sub(1)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum NameKind {
     Lock,
@@ -453,7 +466,7 @@ impl Table {
         let token = self.next_token;
         self.next_token += 1;
         let entry = self.entries.get_mut(&id).expect("granting a known entry");
-        let expires_at = entry.ttl_ms.map(|ttl| now.saturating_add(ttl));
+        let expires_at = entry.ttl_ms.map(|ttl| deadline_after(now, ttl));
         entry.state = EntryState::Held(HeldState {
             token,
             granted_wall_ms: self.wall_ms,
@@ -510,7 +523,7 @@ impl Table {
                     NameKind::Semaphore { .. } => state.used -= permits,
                 }
                 if let Ending::Involuntary { lost, at, lock_delay, .. } = how {
-                    let until = at.saturating_add(u64::from(lock_delay_ms));
+                    let until = deadline_after(at, u64::from(lock_delay_ms));
                     if lock_delay && lock_delay_ms > 0 && until > self.now_ms {
                         self.set_delay(&name, until);
                     }
@@ -595,7 +608,7 @@ impl Table {
             granted_at_ms: held.granted_wall_ms,
             granted_log_ms: held.granted_log_ms,
             ttl_ms: entry.ttl_ms,
-            expires_in_ms: held.expires_at.map(|at| at.saturating_sub(self.now_ms)),
+            expires_in_ms: held.expires_at.map(|at| remaining(at, self.now_ms)),
             request_id: entry.request.as_ref().map(|request| request.request_id.clone()),
         })
     }

@@ -11,7 +11,7 @@ use crate::effect::{HoldView, Kind};
 use crate::ids::{FencingToken, HoldId, Holder, SessionId};
 use crate::name::LockName;
 
-use super::{Entry, EntryState, NameKind, NameState, Table};
+use super::{remaining, Entry, EntryState, NameKind, NameState, Table};
 
 /// A name as `GET /v1/locks/{name}` and the admin listing show it.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ impl Table {
         }
         let mut view = self.view(id)?;
         let expires_at = entry.held().and_then(|held| held.expires_at);
-        view.expires_in_ms = expires_at.map(|at| at.saturating_sub(now_ms));
+        view.expires_in_ms = expires_at.map(|at| remaining(at, now_ms));
         Some(view)
     }
 
@@ -102,7 +102,7 @@ impl Table {
             mode: (kind == NameKind::Lock).then_some(entry.mode),
             permits: entry.permits,
             waiting_ms,
-            wait_remaining_ms: wait.deadline.map(|at| at.saturating_sub(now_ms)),
+            wait_remaining_ms: wait.deadline.map(|at| remaining(at, now_ms)),
             since_wall_ms: self.wall_ms.saturating_sub(self.now_ms.saturating_sub(wait.since_ms)),
         })
     }
@@ -216,7 +216,7 @@ impl Table {
             session_id: id,
             owner: session.owner.clone(),
             ttl_ms: session.ttl_ms,
-            expires_in_ms: session.deadline - now_ms,
+            expires_in_ms: remaining(session.deadline, now_ms),
             holds,
             waiters,
         })

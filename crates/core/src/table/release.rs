@@ -9,7 +9,7 @@ use crate::ids::{HoldId, Holder};
 use crate::name::LockName;
 
 use super::acquire::validate_ttl;
-use super::{Ending, EntryState, NameKind, NameState, Table, Timer};
+use super::{deadline_after, Ending, EntryState, NameKind, NameState, Table, Timer};
 
 fn no_such_hold() -> CoreError {
     CoreError::NotFound("no live hold or waiter with that id".into())
@@ -144,7 +144,7 @@ impl Table {
             return Err(CoreError::NotFound("the request is still waiting, not held".into()));
         };
         let old = held.expires_at;
-        let new = ttl_ms.map(|ttl| now.saturating_add(ttl));
+        let new = ttl_ms.map(|ttl| deadline_after(now, ttl));
         held.expires_at = new;
         entry.ttl_ms = ttl_ms;
         if let Some(old) = old {

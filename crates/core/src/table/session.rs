@@ -7,7 +7,7 @@ use crate::effect::{Effect, Response, SessionEnd, WaitEnd};
 use crate::error::CoreError;
 use crate::ids::{Holder, SessionId};
 
-use super::{Ending, Session, Table, Timer};
+use super::{deadline_after, Ending, Session, Table, Timer};
 
 fn no_such_session() -> CoreError {
     CoreError::NotFound("session not found or ended".into())
@@ -37,7 +37,7 @@ impl Table {
                 self.sessions.len()
             )));
         }
-        let deadline = self.now_ms.saturating_add(ttl_ms);
+        let deadline = deadline_after(self.now_ms, ttl_ms);
         self.sessions.insert(session_id, Session { ttl_ms, owner, deadline });
         self.timers.insert((deadline, Timer::Session(session_id)));
         Ok(Response::Session { session_id, ttl_ms })
@@ -56,7 +56,7 @@ impl Table {
     fn extend_session(&mut self, id: SessionId, grace_ms: Option<u64>) -> Option<u64> {
         let now = self.now_ms;
         let session = self.sessions.get_mut(&id)?;
-        let wanted = now.saturating_add(grace_ms.unwrap_or(session.ttl_ms));
+        let wanted = deadline_after(now, grace_ms.unwrap_or(session.ttl_ms));
         if wanted > session.deadline {
             self.timers.remove(&(session.deadline, Timer::Session(id)));
             session.deadline = wanted;

@@ -345,9 +345,3 @@ pub async fn read_raw_response(stream: &mut tokio::net::TcpStream) -> String {
     }
     String::from_utf8_lossy(&buffer).into_owned()
 }
-
-/// Log time counts whole milliseconds: a command stamped T ran at some instant in [T, T+1 ms),
-/// so a deadline it sets can fall up to (not including) 1 ms before the same duration measured
-/// from the real instant. "Never early" is asserted to that resolution.
-#[allow(dead_code, reason = "not every test binary measures deadlines")]
-pub const LOG_TICK: std::time::Duration = std::time::Duration::from_millis(1);
