@@ -136,7 +136,7 @@ struct Inner {
     /// -> state machine -> flusher) never waits for another thread to wake.
     runtime: tokio::runtime::Handle,
     /// Dropped (after raft has shut down) to end the raft thread.
-    stop_thread: Mutex<Option<oneshot::Sender<()>>>,
+    stop_thread: Option<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -157,15 +157,27 @@ struct Proposal {
     home: Option<std::thread::ThreadId>,
 }
 
-/// Proposals waiting for the next log entry, and how many flusher tasks are writing entries.
+/// Proposals waiting for the next log entry, and whether the flusher is writing entries.
 #[derive(Debug, Default)]
 struct ProposalBatch {
     pending: Vec<Proposal>,
-    flushers: usize,
+    /// One entry is written at a time. Measured with two: the second entry leaves with the few
+    /// proposals that arrived first and costs a whole fsync, and throughput drops by a third.
+    flushing: bool,
     /// For each single-threaded runtime that proposes (the server's connection workers): a task
     /// on it that hands out that runtime's answers, so an entry's answers cost one cross-thread
     /// wake per runtime instead of one per proposal.
     homes: std::collections::HashMap<std::thread::ThreadId, Home>,
+}
+
+impl ProposalBatch {
+    /// Whether the caller should start the flusher: something is pending and none runs (it is
+    /// then marked running).
+    fn claim_flusher(&mut self) -> bool {
+        let start = !self.pending.is_empty() && !self.flushing;
+        self.flushing |= start;
+        start
+    }
 }
 
 /// A single-threaded runtime that proposes.
@@ -177,10 +189,6 @@ struct Home {
     /// tasks has proposed: one wake of the raft thread per round, not per proposal.
     kick_queued: bool,
 }
-
-/// Log entries being written at once. Measured: with 2, the second entry leaves with the few
-/// proposals that arrived first and costs a whole fsync, and throughput drops by a third.
-const MAX_ENTRIES_IN_FLIGHT: usize = 1;
 
 /// Most commands in one log entry; more wait for the next.
 const MAX_COMMANDS_PER_ENTRY: usize = 1024;
@@ -198,7 +206,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The raft task owns the storage; stop it with the last handle, then the thread.
         let raft = self.raft.clone();
-        let stop = lock(&self.stop_thread).take();
+        let stop = self.stop_thread.take();
         self.runtime.spawn(async move {
             let _ = raft.shutdown().await;
             drop(stop);
@@ -327,7 +335,7 @@ impl Node {
                 proposals: Mutex::new(ProposalBatch::default()),
                 counters: Counters::default(),
                 runtime,
-                stop_thread: Mutex::new(Some(stop_thread)),
+                stop_thread: Some(stop_thread),
             }),
         };
         let resume =
@@ -398,11 +406,7 @@ impl Node {
                     home.kick_queued = true;
                     kick.then_some(Start::Kick(id))
                 }
-                None => {
-                    let start = batch.flushers < MAX_ENTRIES_IN_FLIGHT;
-                    batch.flushers += usize::from(start);
-                    start.then_some(Start::Flusher)
-                }
+                None => batch.claim_flusher().then_some(Start::Flusher),
             }
         };
         match start {
@@ -547,9 +551,7 @@ async fn kick_flusher(node: Node, home: std::thread::ThreadId) {
         if let Some(home) = batch.homes.get_mut(&home) {
             home.kick_queued = false;
         }
-        let start = !batch.pending.is_empty() && batch.flushers < MAX_ENTRIES_IN_FLIGHT;
-        batch.flushers += usize::from(start);
-        start
+        batch.claim_flusher()
     };
     if start {
         let runtime = node.inner.runtime.clone();
@@ -564,7 +566,7 @@ async fn flush_proposals(node: Node) {
         let pending: Vec<_> = {
             let mut batch = lock(&node.inner.proposals);
             if batch.pending.is_empty() {
-                batch.flushers -= 1;
+                batch.flushing = false;
                 return;
             }
             let take = batch.pending.len().min(MAX_COMMANDS_PER_ENTRY);

@@ -140,7 +140,7 @@ impl Metrics {
         );
         counter(
             "lockserver_log_syncs_total",
-            "fdatasyncs of the log (group commit: one covers many appends).",
+            "fdatasyncs of the log (one covers a log entry of many commands, or several queued appends).",
             "counter",
             &[("", node.log_syncs)],
         );

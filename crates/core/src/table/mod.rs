@@ -72,7 +72,6 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// What a name is while it exists.
 /// The deadline `ms` after log time `now`. Log time counts whole milliseconds, so a command
 /// stamped `now` ran at some instant in [now, now + 1): the deadline is one tick later than the
 /// plain sum, so it never falls before `ms` of real time have passed since that instant.
@@ -86,10 +85,21 @@ pub(crate) fn remaining(deadline: u64, now: u64) -> u64 {
     deadline.saturating_sub(now).saturating_sub(1)
 }
 
+/// What a name is while it exists.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum NameKind {
     Lock,
     Semaphore { limit: u32 },
+}
+
+impl NameKind {
+    /// The kind clients name in routes and see in views.
+    pub(crate) fn kind(self) -> Kind {
+        match self {
+            NameKind::Lock => Kind::Lock,
+            NameKind::Semaphore { .. } => Kind::Semaphore,
+        }
+    }
 }
 
 impl NameKind {

@@ -9,7 +9,7 @@ use crate::ids::{HoldId, Holder};
 use crate::name::LockName;
 
 use super::acquire::validate_ttl;
-use super::{deadline_after, Ending, EntryState, NameKind, NameState, Table, Timer};
+use super::{deadline_after, Ending, EntryState, Table, Timer};
 
 fn no_such_hold() -> CoreError {
     CoreError::NotFound("no live hold or waiter with that id".into())
@@ -47,14 +47,10 @@ impl Table {
         hold_id: HoldId,
         effects: &mut Vec<Effect>,
     ) -> Result<Response, CoreError> {
-        let of_kind = |state: &NameState| match state.kind {
-            NameKind::Lock => kind == Kind::Lock,
-            NameKind::Semaphore { .. } => kind == Kind::Semaphore,
-        };
-        let belongs = self
-            .entries
-            .get(&hold_id)
-            .is_some_and(|entry| &entry.name == name && self.names.get(name).is_some_and(of_kind));
+        let belongs = self.entries.get(&hold_id).is_some_and(|entry| {
+            &entry.name == name
+                && self.names.get(name).is_some_and(|state| state.kind.kind() == kind)
+        });
         if !belongs {
             return Err(CoreError::NotFound(format!(
                 "no live {} hold or waiter with that id on this name",

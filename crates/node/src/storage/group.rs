@@ -35,7 +35,7 @@ pub struct CommitStats {
 
 /// The handle appenders use. Operations are queued to the flusher thread, which writes every
 /// queued one and covers them with one fsync; or run at once on the caller's thread
-/// ([`GroupCommitter::run_now`]) when the caller waits for durability anyway (openraft 0.9
+/// ([`GroupCommitter::append_now`]) when the caller waits for durability anyway (openraft 0.9
 /// appends one entry at a time and waits for its flush), which saves two thread wake-ups per
 /// entry. The flusher thread stops when every handle is dropped, after flushing what was queued.
 #[derive(Debug, Clone)]

@@ -6,10 +6,13 @@
 //! little-endian. Indexes increase across the whole log (a gap is left where a follower skipped
 //! ahead to an installed snapshot; the log store checks contiguity after its purge point).
 //!
+//! The newest segment is zero-filled 4 MiB ahead of its records (`PREALLOCATE_BYTES`); zeros
+//! after the last record are its end, cut on open.
+//!
 //! Recovery: a record cut short or with a bad checksum in the newest segment, with no valid
 //! record anywhere after it, is the torn tail of a write that was never acknowledged (the
-//! process died before its fsync returned): it is cut off. Damage anywhere else, a foreign file or an unknown version is an
-//! error, never a panic and never a silent loss.
+//! process died before its fsync returned): it is cut off. Damage anywhere else, a foreign file
+//! or an unknown version is an error, never a panic and never a silent loss.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -26,7 +29,7 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// The active segment is extended with zeros this much ahead of the records. Appends then
 /// overwrite bytes inside the file, so `fdatasync` has no file size to commit: one device
 /// write per sync instead of two (measured on this VM's ext4: ~135 µs → ~90 µs per sync).
-/// Zeros after the last record read as a torn tail and are cut on open.
+/// Zeros after the last record mark the end of the records and are cut on open.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +350,10 @@ fn read_segment(
     while offset < bytes.len() {
         let record = parse_record(&bytes, offset);
         let Ok((index, payload)) = record else {
+            // The zeros written ahead of the records: the end, not damage.
+            if newest && bytes[offset..].iter().all(|byte| *byte == 0) {
+                return Ok(offset as u64);
+            }
             // In the newest segment, damage with no valid record after it is the torn tail of a
             // write that never returned (acknowledged records are always followed by the
             // records written after them). Anything else is corruption, never silently cut.
