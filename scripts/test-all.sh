@@ -38,9 +38,17 @@ rust_tests() {
     cargo nextest run --workspace --release --no-fail-fast
 }
 
+lockbench_quick() {
+    # A smoke run of the benchmark harness (Lockserver and Redis, seconds) so it cannot rot;
+    # the figures that count come from full runs (bench/README.md).
+    bench/setup.sh --quick
+    target/release/lockbench run --quick
+}
+
 part tools 2 ensure_tools
 part build 10 build
 part rust-tests 8 rust_tests
+part lockbench-quick 2 lockbench_quick
 
 echo
 echo "=== time per part ==="

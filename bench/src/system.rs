@@ -1,0 +1,455 @@
+//! The systems under test: how each is found, started on loopback, watched (CPU, memory) and
+//! stopped. Everything runs from a temporary directory that is removed afterwards.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::client::Error;
+
+/// Every system lockbench knows, in the order they are reported.
+pub const ALL: &[&str] = &[
+    "lockserver-http",
+    "lockserver-http-mem",
+    "lockserver-ws",
+    "lockserver-locker",
+    "lockserver-cluster3",
+    "redis",
+    "etcd",
+    "etcd-cluster3",
+    "pg",
+    "lockserver-orig",
+    "locker-orig",
+];
+
+/// The systems this version of Lockserver can be benchmarked on; the others arrive with the
+/// surface they need (WebSocket sessions, the locker protocol, clustering).
+pub const AVAILABLE: &[&str] =
+    &["lockserver-http", "lockserver-http-mem", "redis", "etcd", "pg", "lockserver-orig"];
+
+/// Where the binaries live.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// Our `lockserver` binary.
+    pub lockserver: PathBuf,
+    /// What `bench/setup.sh` installed (`bin/lockserver` is the original Lockserver).
+    pub tools: PathBuf,
+}
+
+/// How to talk to a running system.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug)]
+pub enum Protocol {
+    Native,
+    Original { secret: String },
+    Etcd,
+    Redis,
+    Pg { user: String },
+}
+
+/// Extra server options a workload needs.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    /// Lockserver's limits on holds and names, raised for the scale workload.
+    pub max_holds: Option<u64>,
+}
+
+/// A started system; stopped (and its files removed) when dropped.
+pub struct Running {
+    pub name: String,
+    pub endpoint: Endpoint,
+    /// The process whose CPU and memory count (with its children, for PostgreSQL).
+    pub pid: u32,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGTERM first so servers shut down cleanly (PostgreSQL stops its backends), then kill.
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `name` and waits until it answers.
+pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Error> {
+    let dir = tempfile::Builder::new()
+        .prefix("lockbench-")
+        .tempdir()
+        .map_err(|err| format!("temp dir: {err}"))?;
+    let logs = |file: &str| -> Result<Stdio, Error> {
+        std::fs::File::create(dir.path().join(file))
+            .map(Stdio::from)
+            .map_err(|err| format!("log file: {err}"))
+    };
+    match name {
+        "lockserver-http" | "lockserver-http-mem" => {
+            let ready = dir.path().join("ready");
+            let mut command = Command::new(&paths.lockserver);
+            command
+                .current_dir(dir.path())
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .args(["--port", "0", "--log-level", "warn", "--ready-file"])
+                .arg(&ready)
+                .arg("--data-dir")
+                .arg(dir.path().join("data"));
+            if name == "lockserver-http-mem" {
+                command.arg("--in-memory");
+            }
+            if let Some(max) = tuning.max_holds {
+                command.args(["--max-holds", &max.to_string(), "--max-names", &max.to_string()]);
+            }
+            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
+            let text = wait_for_file(&ready, Duration::from_secs(60), name)?;
+            let addr = text
+                .lines()
+                .find_map(|line| line.strip_prefix("http="))
+                .and_then(|addr| addr.trim().parse().ok())
+                .ok_or_else(|| format!("{name}: no http= line in its ready file"))?;
+            let pid = child.id();
+            Ok(Running {
+                name: name.into(),
+                endpoint: Endpoint { addr, protocol: Protocol::Native },
+                pid,
+                child,
+                _dir: dir,
+            })
+        }
+        "lockserver-orig" => {
+            let binary = paths.tools.join("bin/lockserver");
+            require(&binary, "the original Lockserver (crate lockserver 0.1.3)")?;
+            let port = free_port()?;
+            let secret = format!("bench-{}", rand::random::<u32>());
+            let mut command = Command::new(&binary);
+            command.current_dir(dir.path()).env_clear().env("LOCKSERVER_SECRET", &secret).args([
+                "-b",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ]);
+            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
+            let addr = loopback(port);
+            wait_for_port(addr, name)?;
+            let pid = child.id();
+            Ok(Running {
+                name: name.into(),
+                endpoint: Endpoint { addr, protocol: Protocol::Original { secret } },
+                pid,
+                child,
+                _dir: dir,
+            })
+        }
+        "redis" => {
+            let binary = find_binary("redis-server", &[])?;
+            let port = free_port()?;
+            let mut command = Command::new(binary);
+            command.current_dir(dir.path()).args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ]);
+            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
+            let addr = loopback(port);
+            wait_for_port(addr, name)?;
+            let pid = child.id();
+            Ok(Running {
+                name: name.into(),
+                endpoint: Endpoint { addr, protocol: Protocol::Redis },
+                pid,
+                child,
+                _dir: dir,
+            })
+        }
+        "etcd" => {
+            let binary = find_binary("etcd", &[])?;
+            let (port, peer) = (free_port()?, free_port()?);
+            let client_url = format!("http://127.0.0.1:{port}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut command = Command::new(binary);
+            command
+                .current_dir(dir.path())
+                .arg("--name")
+                .arg("bench")
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &format!("bench={peer_url}")])
+                .args(["--log-level", "warn"]);
+            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
+            let addr = loopback(port);
+            wait_for_port(addr, name)?;
+            let pid = child.id();
+            Ok(Running {
+                name: name.into(),
+                endpoint: Endpoint { addr, protocol: Protocol::Etcd },
+                pid,
+                child,
+                _dir: dir,
+            })
+        }
+        "pg" => start_pg(dir, paths),
+        other if ALL.contains(&other) => Err(format!("{other} is not available in this version")),
+        other => Err(format!("unknown system {other}")),
+    }
+}
+
+/// PostgreSQL in a fresh cluster: `initdb` then `postgres`, as the `postgres` user when we run
+/// as root (PostgreSQL refuses to run as root).
+fn start_pg(dir: tempfile::TempDir, _paths: &Paths) -> Result<Running, Error> {
+    let pg_bin =
+        ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
+    let initdb = find_binary("initdb", &pg_bin)?;
+    let postgres = find_binary("postgres", &pg_bin)?;
+    let data = dir.path().join("pg");
+    let run_as = if is_root() { Some(postgres_user()?) } else { None };
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+            .map_err(|err| format!("chown the PostgreSQL directory: {err}"))?;
+    }
+    let as_user = |program: &Path| -> Command {
+        match run_as {
+            Some(_) => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    };
+    let user = "bench".to_string();
+    let status = as_user(&initdb)
+        .current_dir(dir.path())
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", &user, "--auth=trust", "--no-sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|err| format!("initdb: {err}"))?;
+    if !status.success() {
+        return Err(format!("initdb failed ({status})"));
+    }
+    let port = free_port()?;
+    let mut command = as_user(&postgres);
+    command
+        .current_dir(dir.path())
+        .arg("-D")
+        .arg(&data)
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+        .arg("-c")
+        .arg(format!("unix_socket_directories={}", dir.path().display()))
+        .args(["-c", "max_connections=300"]);
+    let log = std::fs::File::create(dir.path().join("postgres.log"))
+        .map_err(|err| format!("log file: {err}"))?;
+    if let Some((uid, gid)) = run_as {
+        let _ = std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid));
+    }
+    let child = spawn(command, Stdio::null(), Stdio::from(log), "pg")?;
+    let addr = loopback(port);
+    wait_for_port(addr, "pg")?;
+    // With runuser in between, the server is runuser's child.
+    let pid = match run_as {
+        Some(_) => wait_for_child(child.id(), "pg")?,
+        None => child.id(),
+    };
+    Ok(Running {
+        name: "pg".into(),
+        endpoint: Endpoint { addr, protocol: Protocol::Pg { user } },
+        pid,
+        child,
+        _dir: dir,
+    })
+}
+
+fn spawn(mut command: Command, stdout: Stdio, stderr: Stdio, name: &str) -> Result<Child, Error> {
+    command
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|err| format!("cannot start {name}: {err}"))
+}
+
+fn require(path: &Path, what: &str) -> Result<(), Error> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(format!("{what} is not installed at {}; run bench/setup.sh", path.display()))
+    }
+}
+
+/// `program` on PATH, else in one of `extra`.
+fn find_binary(program: &str, extra: &[&str]) -> Result<PathBuf, Error> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(extra.iter().map(PathBuf::from))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| format!("{program} is not installed; run bench/setup.sh"))
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A port free at the time of asking.
+fn free_port() -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|err| format!("no free port: {err}"))
+}
+
+fn wait_for_port(addr: SocketAddr, name: &str) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{name} did not listen on {addr} within 60 s"))
+}
+
+fn wait_for_file(path: &Path, timeout: Duration, name: &str) -> Result<String, Error> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.is_empty() {
+                return Ok(text);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{name} was not ready within {timeout:?}"))
+}
+
+/// The first child of `parent` (the server that `runuser` started).
+fn wait_for_child(parent: u32, name: &str) -> Result<u32, Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(pid) = children(parent).first() {
+            return Ok(*pid);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{name}: no server process under {parent}"))
+}
+
+fn is_root() -> bool {
+    proc_status(std::process::id(), "Uid:")
+        .and_then(|uids| uids.split_whitespace().next().map(|uid| uid == "0"))
+        .unwrap_or(false)
+}
+
+/// The `postgres` account's uid and gid (the Debian package creates it).
+fn postgres_user() -> Result<(u32, u32), Error> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|err| err.to_string())?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&"postgres") && fields.len() > 3)
+        .and_then(|fields| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))
+        .ok_or_else(|| "running as root needs a postgres account; run bench/setup.sh".into())
+}
+
+fn proc_status(pid: u32, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix(key).map(|rest| rest.trim().to_string()))
+}
+
+/// Direct children of `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for entry in entries.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if proc_stat(child).is_some_and(|stat| stat.ppid == pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// `pid` and every process below it.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut index = 0;
+    while index < all.len() {
+        let below = children(all[index]);
+        all.extend(below);
+        index += 1;
+    }
+    all
+}
+
+struct Stat {
+    ppid: u32,
+    /// utime + stime, and cutime + cstime (children it has reaped: PostgreSQL's backends
+    /// that have exited), in clock ticks.
+    cpu_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
+    let mut cpu_ticks = 0;
+    for index in 11..=14 {
+        cpu_ticks += fields.get(index)?.parse::<u64>().ok()?;
+    }
+    Some(Stat { ppid: fields.get(1)?.parse().ok()?, cpu_ticks })
+}
+
+/// Linux reports process CPU time in USER_HZ ticks, 100 per second on every mainstream
+/// architecture.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds used so far by `pid` and its descendants, living or reaped.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    tree(pid).into_iter().filter_map(proc_stat).map(|stat| stat.cpu_ticks).sum::<u64>() as f64
+        / TICKS_PER_SECOND
+}
+
+/// Resident memory of `pid` and its descendants, in KiB.
+pub fn rss_kb(pid: u32) -> u64 {
+    tree(pid).into_iter().filter_map(|pid| kb(proc_status(pid, "VmRSS:"))).sum()
+}
+
+/// Peak resident memory of `pid` itself, in KiB.
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    kb(proc_status(pid, "VmHWM:")).unwrap_or(0)
+}
+
+fn kb(value: Option<String>) -> Option<u64> {
+    value?.split_whitespace().next()?.parse().ok()
+}
