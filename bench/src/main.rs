@@ -285,7 +285,7 @@ async fn scale(system: &Running, held: u64, timing: Timing) -> Result<Row, Strin
     let mut row = workload::uncontended(system, 64, timing, "scale", "free-").await?;
     row.held_locks = Some(held);
     // The peak covers building snapshots of the full table (durable).
-    row.server_rss_kb = row.server_rss_kb.max(system::peak_rss_kb(system.pid));
+    row.server_rss_kb = row.server_rss_kb.max(system.peak_rss_kb());
     Ok(report_row(row))
 }
 

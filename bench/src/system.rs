@@ -25,8 +25,15 @@ pub const ALL: &[&str] = &[
 
 /// The systems this version of Lockserver can be benchmarked on; the others arrive with the
 /// surface they need (WebSocket sessions, the locker protocol, clustering).
-pub const AVAILABLE: &[&str] =
-    &["lockserver-http", "lockserver-http-mem", "redis", "etcd", "pg", "lockserver-orig"];
+pub const AVAILABLE: &[&str] = &[
+    "lockserver-http",
+    "lockserver-http-mem",
+    "redis",
+    "etcd",
+    "etcd-cluster3",
+    "pg",
+    "lockserver-orig",
+];
 
 /// Where the binaries live.
 #[derive(Clone, Debug)]
@@ -68,6 +75,25 @@ pub struct Running {
     pub pid: u32,
     child: Child,
     _dir: tempfile::TempDir,
+    /// The other members of a cluster; their CPU and memory count too.
+    members: Vec<Running>,
+}
+
+impl Running {
+    /// CPU seconds used so far by the system (every member, every process).
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid) + self.members.iter().map(Running::cpu_seconds).sum::<f64>()
+    }
+
+    /// Resident memory of the system (every member), in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        rss_kb(self.pid) + self.members.iter().map(Running::rss_kb).sum::<u64>()
+    }
+
+    /// Peak resident memory of the system's main processes, summed over members, in KiB.
+    pub fn peak_rss_kb(&self) -> u64 {
+        peak_rss_kb(self.pid) + self.members.iter().map(Running::peak_rss_kb).sum::<u64>()
+    }
 }
 
 impl Drop for Running {
@@ -129,6 +155,7 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 pid,
                 child,
                 _dir: dir,
+                members: Vec::new(),
             })
         }
         "lockserver-orig" => {
@@ -153,6 +180,7 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 pid,
                 child,
                 _dir: dir,
+                members: Vec::new(),
             })
         }
         "redis" => {
@@ -181,40 +209,87 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 pid,
                 child,
                 _dir: dir,
+                members: Vec::new(),
             })
         }
-        "etcd" => {
-            let binary = find_binary("etcd", &[])?;
-            let (port, peer) = (free_port()?, free_port()?);
-            let client_url = format!("http://127.0.0.1:{port}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let mut command = Command::new(binary);
-            command
-                .current_dir(dir.path())
-                .arg("--name")
-                .arg("bench")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &format!("bench={peer_url}")])
-                .args(["--log-level", "warn"]);
-            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
-            let addr = loopback(port);
-            wait_for_port(addr, name)?;
-            let pid = child.id();
-            Ok(Running {
-                name: name.into(),
-                endpoint: Endpoint { addr, protocol: Protocol::Etcd },
-                pid,
-                child,
-                _dir: dir,
-            })
-        }
+        "etcd" => start_etcd(dir, 1),
+        "etcd-cluster3" => start_etcd(dir, 3),
         "pg" => start_pg(dir, paths),
         other if ALL.contains(&other) => Err(format!("{other} is not available in this version")),
         other => Err(format!("unknown system {other}")),
     }
+}
+
+/// etcd with `size` members on loopback; clients talk to the first.
+fn start_etcd(dir: tempfile::TempDir, size: usize) -> Result<Running, Error> {
+    let binary = find_binary("etcd", &[])?;
+    let ports: Vec<(u16, u16)> =
+        (0..size).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, Error>>()?;
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut started = Vec::new();
+    for (i, (port, peer)) in ports.iter().enumerate() {
+        let member_dir = if i == 0 {
+            None
+        } else {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("lockbench-")
+                    .tempdir()
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let path = member_dir.as_ref().map_or(dir.path(), |d| d.path()).to_path_buf();
+        let client_url = format!("http://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let mut command = Command::new(&binary);
+        command
+            .current_dir(&path)
+            .args(["--name", &format!("m{i}")])
+            .arg("--data-dir")
+            .arg(path.join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+            .args(["--log-level", "warn"]);
+        let log = |file: &str| -> Result<Stdio, Error> {
+            std::fs::File::create(path.join(file)).map(Stdio::from).map_err(|e| e.to_string())
+        };
+        let child = spawn(command, log("stdout")?, log("stderr")?, "etcd")?;
+        started.push((child, member_dir, loopback(*port)));
+    }
+    for (_, _, addr) in &started {
+        wait_for_port(*addr, "etcd")?;
+    }
+    let mut members = Vec::new();
+    let mut first = None;
+    for (child, member_dir, addr) in started {
+        let running = |dir: tempfile::TempDir, child: Child| Running {
+            name: if size == 1 { "etcd".into() } else { format!("etcd-cluster{size}") },
+            endpoint: Endpoint { addr, protocol: Protocol::Etcd },
+            pid: child.id(),
+            child,
+            _dir: dir,
+            members: Vec::new(),
+        };
+        match member_dir {
+            Some(member_dir) => members.push(running(member_dir, child)),
+            None => first = Some((child, addr)),
+        }
+    }
+    let (child, addr) = first.ok_or("no first etcd member")?;
+    Ok(Running {
+        name: if size == 1 { "etcd".into() } else { format!("etcd-cluster{size}") },
+        endpoint: Endpoint { addr, protocol: Protocol::Etcd },
+        pid: child.id(),
+        child,
+        _dir: dir,
+        members,
+    })
 }
 
 /// PostgreSQL in a fresh cluster: `initdb` then `postgres`, as the `postgres` user when we run
@@ -282,6 +357,7 @@ fn start_pg(dir: tempfile::TempDir, _paths: &Paths) -> Result<Running, Error> {
         pid,
         child,
         _dir: dir,
+        members: Vec::new(),
     })
 }
 
@@ -435,18 +511,18 @@ fn proc_stat(pid: u32) -> Option<Stat> {
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU seconds used so far by `pid` and its descendants, living or reaped.
-pub fn cpu_seconds(pid: u32) -> f64 {
+fn cpu_seconds(pid: u32) -> f64 {
     tree(pid).into_iter().filter_map(proc_stat).map(|stat| stat.cpu_ticks).sum::<u64>() as f64
         / TICKS_PER_SECOND
 }
 
 /// Resident memory of `pid` and its descendants, in KiB.
-pub fn rss_kb(pid: u32) -> u64 {
+fn rss_kb(pid: u32) -> u64 {
     tree(pid).into_iter().filter_map(|pid| kb(proc_status(pid, "VmRSS:"))).sum()
 }
 
 /// Peak resident memory of `pid` itself, in KiB.
-pub fn peak_rss_kb(pid: u32) -> u64 {
+fn peak_rss_kb(pid: u32) -> u64 {
     kb(proc_status(pid, "VmHWM:")).unwrap_or(0)
 }
 

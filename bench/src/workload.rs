@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::client::{Client, Error, Outcome, Wait};
-use crate::system::{self, Running};
+use crate::system::Running;
 
 /// One result row (the JSON output is a list of these).
 #[derive(Clone, Debug, Serialize)]
@@ -82,20 +82,19 @@ struct ClientRecord {
 
 /// CPU and memory of the server over the measured window.
 struct Watch {
-    pid: u32,
     cpu_start: f64,
     start: Instant,
 }
 
 impl Watch {
     fn start(system: &Running) -> Watch {
-        Watch { pid: system.pid, cpu_start: system::cpu_seconds(system.pid), start: Instant::now() }
+        Watch { cpu_start: system.cpu_seconds(), start: Instant::now() }
     }
 
-    fn finish(self, row: &mut Row) {
+    fn finish(self, system: &Running, row: &mut Row) {
         let wall = self.start.elapsed().as_secs_f64();
-        row.server_cpu_pct = 100.0 * (system::cpu_seconds(self.pid) - self.cpu_start) / wall;
-        row.server_rss_kb = system::rss_kb(self.pid);
+        row.server_cpu_pct = 100.0 * (system.cpu_seconds() - self.cpu_start) / wall;
+        row.server_rss_kb = system.rss_kb();
     }
 }
 
@@ -110,7 +109,7 @@ pub async fn uncontended(
     let mut row = Row::new(system, workload, clients);
     let cycles = (0..clients).map(|i| Cycle::Own(format!("{prefix}{i}"))).collect();
     let (records, elapsed, watch) = drive(system, timing, cycles).await?;
-    watch.finish(&mut row);
+    watch.finish(system, &mut row);
     summarize(&mut row, &records, elapsed);
     Ok(row)
 }
@@ -121,7 +120,7 @@ pub async fn hot(system: &Running, clients: usize, timing: Timing) -> Result<Row
     let mut row = Row::new(system, "hot", clients);
     let cycles = (0..clients).map(|_| Cycle::Shared("hot".into())).collect();
     let (records, elapsed, watch) = drive(system, timing, cycles).await?;
-    watch.finish(&mut row);
+    watch.finish(system, &mut row);
     summarize(&mut row, &records, elapsed);
     let per_client: Vec<usize> = records.iter().map(|record| record.grants.len()).collect();
     let (most, fewest) = (per_client.iter().max(), per_client.iter().min());
