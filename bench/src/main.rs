@@ -190,21 +190,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
         );
     }
     rows.push(Row {
-        system: "fsync-probe".into(),
-        workload: "durable".into(),
-        clients: 1,
         cycles_per_s: 1000.0 / fsync.0,
         p50_us: Some((fsync.0 * 1000.0) as u64),
         p99_us: Some((fsync.1 * 1000.0) as u64),
-        p999_us: None,
-        server_cpu_pct: 0.0,
-        server_rss_kb: 0,
-        lateness_p99_ms: None,
-        fairness_max_min: None,
-        fifo_violations: None,
-        lateness_p50_ms: None,
-        held_locks: None,
-        errors: 0,
+        ..Row::new("fsync-probe", "durable", 1)
     });
 
     std::fs::create_dir_all(&out).map_err(|err| format!("{}: {err}", out.display()))?;

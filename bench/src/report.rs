@@ -195,21 +195,12 @@ mod tests {
 
     fn row(system: &str, cycles: f64) -> Row {
         Row {
-            system: system.into(),
-            workload: "uncontended".into(),
-            clients: 64,
             cycles_per_s: cycles,
             p50_us: Some(100),
             p99_us: Some(900),
-            p999_us: Some(2000),
             server_cpu_pct: 150.0,
             server_rss_kb: 20480,
-            lateness_p99_ms: None,
-            fairness_max_min: None,
-            fifo_violations: None,
-            lateness_p50_ms: None,
-            held_locks: None,
-            errors: 0,
+            ..Row::new(system, "uncontended", 64)
         }
     }
 

@@ -41,9 +41,10 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(system: &Running, workload: &str, clients: usize) -> Row {
+    /// A row with no figures yet.
+    pub fn new(system: &str, workload: &str, clients: usize) -> Row {
         Row {
-            system: system.name.clone(),
+            system: system.into(),
             workload: workload.into(),
             clients,
             cycles_per_s: 0.0,
@@ -106,7 +107,7 @@ pub async fn uncontended(
     workload: &str,
     prefix: &str,
 ) -> Result<Row, Error> {
-    let mut row = Row::new(system, workload, clients);
+    let mut row = Row::new(&system.name, workload, clients);
     let cycles = (0..clients).map(|i| Cycle::Own(format!("{prefix}{i}"))).collect();
     let (records, elapsed, watch) = drive(system, timing, cycles).await?;
     watch.finish(system, &mut row);
@@ -117,7 +118,7 @@ pub async fn uncontended(
 /// `clients` clients on one name, each waiting for it (on the server where the system can),
 /// releasing at once when granted.
 pub async fn hot(system: &Running, clients: usize, timing: Timing) -> Result<Row, Error> {
-    let mut row = Row::new(system, "hot", clients);
+    let mut row = Row::new(&system.name, "hot", clients);
     let cycles = (0..clients).map(|_| Cycle::Shared("hot".into())).collect();
     let (records, elapsed, watch) = drive(system, timing, cycles).await?;
     watch.finish(system, &mut row);
