@@ -80,6 +80,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// A started process, stopped (and `dir` removed) when the result is dropped: built right
+    /// after the spawn, so a system that never gets ready is not left running.
+    fn new(name: &str, endpoint: Endpoint, child: Child, dir: tempfile::TempDir) -> Running {
+        Running {
+            name: name.into(),
+            endpoint,
+            pid: child.id(),
+            child,
+            _dir: dir,
+            members: Vec::new(),
+        }
+    }
+
     /// CPU seconds used so far by the system (every member, every process).
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.pid) + self.members.iter().map(Running::cpu_seconds).sum::<f64>()
@@ -112,16 +125,23 @@ impl Drop for Running {
     }
 }
 
-/// Starts `name` and waits until it answers.
-pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Error> {
-    let dir = tempfile::Builder::new()
+fn temp_dir() -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new()
         .prefix("lockbench-")
         .tempdir()
-        .map_err(|err| format!("temp dir: {err}"))?;
-    let logs = |file: &str| -> Result<Stdio, Error> {
-        std::fs::File::create(dir.path().join(file))
-            .map(Stdio::from)
-            .map_err(|err| format!("log file: {err}"))
+        .map_err(|err| format!("temp dir: {err}"))
+}
+
+/// Stdout or stderr of a system, to a file in its directory.
+fn log_file(dir: &Path, file: &str) -> Result<Stdio, Error> {
+    std::fs::File::create(dir.join(file)).map(Stdio::from).map_err(|err| format!("log file: {err}"))
+}
+
+/// Starts `name` and waits until it answers.
+pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Error> {
+    let dir = temp_dir()?;
+    let spawn_here = |command: Command| -> Result<Child, Error> {
+        spawn(command, log_file(dir.path(), "stdout")?, log_file(dir.path(), "stderr")?, name)
     };
     match name {
         "lockserver-http" | "lockserver-http-mem" => {
@@ -141,22 +161,17 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             if let Some(max) = tuning.max_holds {
                 command.args(["--max-holds", &max.to_string(), "--max-names", &max.to_string()]);
             }
-            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
+            let child = spawn_here(command)?;
+            // The port is known once the server is ready (it binds port 0).
+            let endpoint = Endpoint { addr: loopback(0), protocol: Protocol::Native };
+            let mut running = Running::new(name, endpoint, child, dir);
             let text = wait_for_file(&ready, Duration::from_secs(60), name)?;
-            let addr = text
+            running.endpoint.addr = text
                 .lines()
                 .find_map(|line| line.strip_prefix("http="))
                 .and_then(|addr| addr.trim().parse().ok())
                 .ok_or_else(|| format!("{name}: no http= line in its ready file"))?;
-            let pid = child.id();
-            Ok(Running {
-                name: name.into(),
-                endpoint: Endpoint { addr, protocol: Protocol::Native },
-                pid,
-                child,
-                _dir: dir,
-                members: Vec::new(),
-            })
+            Ok(running)
         }
         "lockserver-orig" => {
             let binary = paths.tools.join("bin/lockserver");
@@ -170,18 +185,12 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 "-p",
                 &port.to_string(),
             ]);
-            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
-            let addr = loopback(port);
-            wait_for_port(addr, name)?;
-            let pid = child.id();
-            Ok(Running {
-                name: name.into(),
-                endpoint: Endpoint { addr, protocol: Protocol::Original { secret } },
-                pid,
-                child,
-                _dir: dir,
-                members: Vec::new(),
-            })
+            let child = spawn_here(command)?;
+            let endpoint =
+                Endpoint { addr: loopback(port), protocol: Protocol::Original { secret } };
+            let running = Running::new(name, endpoint, child, dir);
+            wait_for_port(running.endpoint.addr, name)?;
+            Ok(running)
         }
         "redis" => {
             let binary = find_binary("redis-server", &[])?;
@@ -199,29 +208,23 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 "--daemonize",
                 "no",
             ]);
-            let child = spawn(command, logs("stdout")?, logs("stderr")?, name)?;
-            let addr = loopback(port);
-            wait_for_port(addr, name)?;
-            let pid = child.id();
-            Ok(Running {
-                name: name.into(),
-                endpoint: Endpoint { addr, protocol: Protocol::Redis },
-                pid,
-                child,
-                _dir: dir,
-                members: Vec::new(),
-            })
+            let child = spawn_here(command)?;
+            let endpoint = Endpoint { addr: loopback(port), protocol: Protocol::Redis };
+            let running = Running::new(name, endpoint, child, dir);
+            wait_for_port(running.endpoint.addr, name)?;
+            Ok(running)
         }
         "etcd" => start_etcd(dir, 1),
         "etcd-cluster3" => start_etcd(dir, 3),
-        "pg" => start_pg(dir, paths),
+        "pg" => start_pg(dir),
         other if ALL.contains(&other) => Err(format!("{other} is not available in this version")),
         other => Err(format!("unknown system {other}")),
     }
 }
 
-/// etcd with `size` members on loopback; clients talk to the first.
+/// etcd with `size` members on loopback, each in its own directory; clients talk to the first.
 fn start_etcd(dir: tempfile::TempDir, size: usize) -> Result<Running, Error> {
+    let name = if size == 1 { "etcd".to_string() } else { format!("etcd-cluster{size}") };
     let binary = find_binary("etcd", &[])?;
     let ports: Vec<(u16, u16)> =
         (0..size).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, Error>>()?;
@@ -231,70 +234,43 @@ fn start_etcd(dir: tempfile::TempDir, size: usize) -> Result<Running, Error> {
         .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
         .collect::<Vec<_>>()
         .join(",");
-    let mut started = Vec::new();
-    for (i, (port, peer)) in ports.iter().enumerate() {
-        let member_dir = if i == 0 {
-            None
-        } else {
-            Some(
-                tempfile::Builder::new()
-                    .prefix("lockbench-")
-                    .tempdir()
-                    .map_err(|e| e.to_string())?,
-            )
-        };
-        let path = member_dir.as_ref().map_or(dir.path(), |d| d.path()).to_path_buf();
+    let mut dirs = vec![dir];
+    for _ in 1..size {
+        dirs.push(temp_dir()?);
+    }
+    let mut members = Vec::new();
+    for (i, ((port, peer), dir)) in ports.iter().zip(dirs).enumerate() {
         let client_url = format!("http://127.0.0.1:{port}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let mut command = Command::new(&binary);
         command
-            .current_dir(&path)
+            .current_dir(dir.path())
             .args(["--name", &format!("m{i}")])
             .arg("--data-dir")
-            .arg(path.join("data"))
+            .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
             .args(["--log-level", "warn"]);
-        let log = |file: &str| -> Result<Stdio, Error> {
-            std::fs::File::create(path.join(file)).map(Stdio::from).map_err(|e| e.to_string())
-        };
-        let child = spawn(command, log("stdout")?, log("stderr")?, "etcd")?;
-        started.push((child, member_dir, loopback(*port)));
+        let (stdout, stderr) = (log_file(dir.path(), "stdout")?, log_file(dir.path(), "stderr")?);
+        let child = spawn(command, stdout, stderr, &name)?;
+        let endpoint = Endpoint { addr: loopback(*port), protocol: Protocol::Etcd };
+        members.push(Running::new(&name, endpoint, child, dir));
     }
-    for (_, _, addr) in &started {
-        wait_for_port(*addr, "etcd")?;
+    // Every member starts before any is waited for: a cluster forms only once all are up.
+    for member in &members {
+        wait_for_port(member.endpoint.addr, &name)?;
     }
-    let mut members = Vec::new();
-    let mut first = None;
-    for (child, member_dir, addr) in started {
-        let running = |dir: tempfile::TempDir, child: Child| Running {
-            name: if size == 1 { "etcd".into() } else { format!("etcd-cluster{size}") },
-            endpoint: Endpoint { addr, protocol: Protocol::Etcd },
-            pid: child.id(),
-            child,
-            _dir: dir,
-            members: Vec::new(),
-        };
-        match member_dir {
-            Some(member_dir) => members.push(running(member_dir, child)),
-            None => first = Some((child, addr)),
-        }
-    }
-    let (child, addr) = first.ok_or("no first etcd member")?;
-    Ok(Running {
-        name: if size == 1 { "etcd".into() } else { format!("etcd-cluster{size}") },
-        endpoint: Endpoint { addr, protocol: Protocol::Etcd },
-        pid: child.id(),
-        child,
-        _dir: dir,
-        members,
-    })
+    // A listening member may still have no leader; lock calls would stall until it has one.
+    wait_for_etcd_leader(members[0].endpoint.addr, &name)?;
+    let mut first = members.remove(0);
+    first.members = members;
+    Ok(first)
 }
 
 /// PostgreSQL in a fresh cluster: `initdb` then `postgres`, as the `postgres` user when we run
 /// as root (PostgreSQL refuses to run as root).
-fn start_pg(dir: tempfile::TempDir, _paths: &Paths) -> Result<Running, Error> {
+fn start_pg(dir: tempfile::TempDir) -> Result<Running, Error> {
     let pg_bin =
         ["/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"];
     let initdb = find_binary("initdb", &pg_bin)?;
@@ -344,21 +320,14 @@ fn start_pg(dir: tempfile::TempDir, _paths: &Paths) -> Result<Running, Error> {
         let _ = std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid));
     }
     let child = spawn(command, Stdio::null(), Stdio::from(log), "pg")?;
-    let addr = loopback(port);
-    wait_for_port(addr, "pg")?;
+    let endpoint = Endpoint { addr: loopback(port), protocol: Protocol::Pg { user } };
+    let mut running = Running::new("pg", endpoint, child, dir);
+    wait_for_port(running.endpoint.addr, "pg")?;
     // With runuser in between, the server is runuser's child.
-    let pid = match run_as {
-        Some(_) => wait_for_child(child.id(), "pg")?,
-        None => child.id(),
-    };
-    Ok(Running {
-        name: "pg".into(),
-        endpoint: Endpoint { addr, protocol: Protocol::Pg { user } },
-        pid,
-        child,
-        _dir: dir,
-        members: Vec::new(),
-    })
+    if run_as.is_some() {
+        running.pid = wait_for_child(running.pid, "pg")?;
+    }
+    Ok(running)
 }
 
 fn spawn(mut command: Command, stdout: Stdio, stderr: Stdio, name: &str) -> Result<Child, Error> {
@@ -409,6 +378,27 @@ fn wait_for_port(addr: SocketAddr, name: &str) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!("{name} did not listen on {addr} within 60 s"))
+}
+
+/// Until etcd's `/health` says healthy (it has a leader).
+fn wait_for_etcd_leader(addr: SocketAddr, name: &str) -> Result<(), Error> {
+    use std::io::{Read as _, Write as _};
+    let healthy = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response.contains(r#""health":"true""#))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if healthy().unwrap_or(false) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("{name} had no leader within 60 s"))
 }
 
 fn wait_for_file(path: &Path, timeout: Duration, name: &str) -> Result<String, Error> {
