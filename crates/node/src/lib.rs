@@ -231,6 +231,13 @@ fn start_raft_thread() -> Result<(tokio::runtime::Handle, oneshot::Sender<()>), 
     Ok((handle, stop))
 }
 
+/// Whether the caller runs on a single-threaded tokio runtime (the raft thread, a server's
+/// connection worker): work there may finish inline, and answers to it can be batched per thread.
+pub(crate) fn on_single_threaded_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 fn storage_error(err: impl std::fmt::Display) -> NodeError {
     NodeError::Storage(err.to_string())
 }
@@ -384,14 +391,7 @@ impl Node {
         command: Command,
     ) -> Result<Result<Response, CoreError>, NodeError> {
         let (reply, answer) = oneshot::channel();
-        let home = match tokio::runtime::Handle::try_current() {
-            Ok(handle)
-                if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread =>
-            {
-                Some(std::thread::current().id())
-            }
-            _ => None,
-        };
+        let home = on_single_threaded_runtime().then(|| std::thread::current().id());
         let start = {
             let mut batch = lock(&self.inner.proposals);
             batch.pending.push(Proposal { command, reply, home });

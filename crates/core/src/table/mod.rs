@@ -100,9 +100,7 @@ impl NameKind {
             NameKind::Semaphore { .. } => Kind::Semaphore,
         }
     }
-}
 
-impl NameKind {
     pub(crate) fn of(want: Want) -> NameKind {
         match want {
             Want::Lock(_) => NameKind::Lock,

@@ -380,8 +380,8 @@ mod tests {
             .collect()
     }
 
-    /// A log in `dir` holding records 1 to 10; returns its segment's path.
-    /// A log of ten records whose file ends at the last one (a reopen cuts the zeros after it).
+    /// A log in `dir` holding records 1 to 10, its file ending at the last one (a reopen cuts
+    /// the zeros written ahead); returns its segment's path.
     fn ten_records(dir: &Path) -> PathBuf {
         let (mut log, _) = SegmentLog::open(dir).unwrap();
         log.append(&records(1..=10)).unwrap();

@@ -9,7 +9,6 @@ use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use tokio::runtime::RuntimeFlavor;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogId, RaftLogReader, StorageIOError};
@@ -226,7 +225,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             // here: openraft waits for the flush before its next step anyway, and the thread has
             // nothing else to do meanwhile. Elsewhere the flusher thread does it, so a
             // multi-threaded runtime's worker is never blocked.
-            Some(durable) if current_runtime() == Some(RuntimeFlavor::CurrentThread) => {
+            Some(durable) if crate::on_single_threaded_runtime() => {
                 let result = durable.committer.append_now(records);
                 callback.log_io_completed(result.map_err(io::Error::other));
             }
@@ -266,8 +265,4 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         )
         .await
     }
-}
-
-fn current_runtime() -> Option<RuntimeFlavor> {
-    tokio::runtime::Handle::try_current().ok().map(|handle| handle.runtime_flavor())
 }
