@@ -106,6 +106,11 @@ pub enum Command {
         live: Vec<NodeEpoch>,
         token_floor: u64,
     },
+    /// The session ends now, involuntarily, as if its lease had run out (lock-delays apply,
+    /// holds are `lost` with reason `session`): e.g. its detached stream's buffer overflowed.
+    EndSession {
+        session_id: SessionId,
+    },
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

@@ -394,6 +394,24 @@ fn detached_session_lives_until_the_later_of_grace_and_lease() {
 }
 
 #[test]
+fn end_session_is_involuntary_now_with_lost_events_and_lock_delay() {
+    let mut t = T::new();
+    let session = SessionId::from_u128(9);
+    t.run(Command::OpenSession { session_id: session, ttl_ms: 60_000, owner: Arc::from("s") })
+        .unwrap();
+    let hold = held(t.acquire_with(|a| {
+        a.holder = Holder::Session(session);
+        a.lock_delay_ms = 1_000
+    }));
+    t.run(Command::EndSession { session_id: session }).unwrap();
+    assert!(t.effects.iter().any(|e| matches!(e,
+        Effect::Lost { hold_id, reason: LostReason::Session, .. } if *hold_id == hold.hold_id)));
+    assert!(t.table.session(session, t.now).is_none());
+    assert_eq!(code(t.lock("db", Mode::Exclusive, Wait::Try)), "locked", "lock-delay applies");
+    assert_eq!(code(t.run(Command::EndSession { session_id: session })), "not_found");
+}
+
+#[test]
 fn admin_release_skips_lock_delay_unless_asked_and_cancels_waiters() {
     let mut t = T::new();
     let hold = held(t.acquire_with(|a| a.lock_delay_ms = 5_000));

@@ -377,6 +377,7 @@ impl Table {
             Command::AdminReleaseName { name, lock_delay } => {
                 self.admin_release_name(&name, lock_delay, effects)
             }
+            Command::EndSession { session_id } => self.end_session_now(session_id, effects),
             Command::Expire => Ok(Response::Done),
             Command::Resume { margin_ms, token_floor, .. } => {
                 self.extend_deadlines(margin_ms);

@@ -80,6 +80,19 @@ impl Table {
         Ok(Response::Done)
     }
 
+    /// An involuntary end now, exactly as if the lease had run out at this instant.
+    pub(super) fn end_session_now(
+        &mut self,
+        session_id: SessionId,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Response, CoreError> {
+        if !self.sessions.contains_key(&session_id) {
+            return Err(no_such_session());
+        }
+        self.end_session_involuntarily(session_id, self.now_ms, effects);
+        Ok(Response::Done)
+    }
+
     /// The session's connection dropped: it lives until the later of `now + grace_ms` and its
     /// current deadline (last keepalive + ttl), unless a keepalive comes first.
     pub(super) fn detach_session(

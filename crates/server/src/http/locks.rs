@@ -26,6 +26,9 @@ use crate::error::ApiError;
 /// How long past its own deadline a waiting request trusts the node to answer it. Only a
 /// bug could make the node miss a wait end; the request then fails instead of hanging.
 const WAIT_SAFETY_MARGIN: Duration = Duration::from_secs(5);
+/// How long a grant's answer waits for the `lost` events of the name's previous holders to be
+/// written. The order is promised on healthy connections; a stuck one cannot hold others longer.
+pub(crate) const LOST_FIRST_BOUND: Duration = Duration::from_secs(1);
 
 /// The acquire fields both kinds share.
 struct AcquireArgs {
@@ -172,22 +175,31 @@ async fn acquire(
             return Err(ApiError::Timeout(format!("waited {wait_ms} ms without a grant")));
         }
     };
-    match effect {
-        Ok(Effect::Granted { hold, .. }) => {
+    let delivery = match effect {
+        Ok(delivery) => delivery,
+        Err(_closed) => {
+            return Err(ApiError::Unavailable("the node dropped the waiting request".into()))
+        }
+    };
+    if let Some(after) = &delivery.after {
+        // The name's previous holders hear they lost it first (bounded: see LOST_FIRST_BOUND).
+        let _ = tokio::time::timeout(LOST_FIRST_BOUND, after.passed()).await;
+    }
+    match delivery.effect {
+        Effect::Granted { hold, .. } => {
             guard.granted();
             state.metrics.granted_after_wait();
             Ok(created(&hold, guard, conn))
         }
-        Ok(Effect::WaitEnded { reason, .. }) => {
+        Effect::WaitEnded { reason, .. } => {
             guard.disarm();
             state.metrics.wait_ended(reason);
             Err(wait_end_error(reason, wait_ms))
         }
-        Ok(other) => {
+        other => {
             tracing::error!(effect = ?other, "unexpected effect for a waiting request");
             Err(ApiError::Internal)
         }
-        Err(_closed) => Err(ApiError::Unavailable("the node dropped the waiting request".into())),
     }
 }
 
