@@ -41,7 +41,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::clock::LogClock;
 use crate::raft_types::{Applied, LogCmd, Raft};
 use crate::router::Router;
-pub use crate::router::{ConnectionInbox, Delivery, InboxKey, RequestInbox, Written, WrittenBefore};
+pub use crate::router::{
+    ConnectionInbox, Delivery, InboxKey, RequestInbox, Written, WrittenBefore,
+};
 use crate::state_machine::{Machine, MachineConfig, StateMachine};
 use crate::storage::group::CommitStats;
 use crate::storage::log_store::LogStore;

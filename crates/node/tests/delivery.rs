@@ -44,8 +44,11 @@ async fn a_queued_acquire_receives_its_grant_when_the_holder_expires_never_early
     let mut inbox = node.request_inbox();
     let queued = node.propose(acquire(&node, inbox.id, Wait::For(5_000), Some(1_000))).await;
     assert!(matches!(queued, Ok(Ok(Response::Queued { .. }))), "{queued:?}");
-    let effect =
-        tokio::time::timeout(Duration::from_secs(5), &mut inbox.receiver).await.unwrap().unwrap().effect;
+    let effect = tokio::time::timeout(Duration::from_secs(5), &mut inbox.receiver)
+        .await
+        .unwrap()
+        .unwrap()
+        .effect;
     let Effect::Granted { hold, .. } = effect else { panic!("{effect:?}") };
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(140), "granted after {waited:?}, before the TTL ended");
@@ -86,8 +89,11 @@ async fn a_wait_times_out_at_its_deadline() {
     let mut inbox = node.request_inbox();
     let started = Instant::now();
     node.propose(acquire(&node, inbox.id, Wait::For(200), None)).await.unwrap().unwrap();
-    let effect =
-        tokio::time::timeout(Duration::from_secs(5), &mut inbox.receiver).await.unwrap().unwrap().effect;
+    let effect = tokio::time::timeout(Duration::from_secs(5), &mut inbox.receiver)
+        .await
+        .unwrap()
+        .unwrap()
+        .effect;
     assert!(matches!(effect, Effect::WaitEnded { reason: WaitEnd::Timeout, .. }), "{effect:?}");
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(200), "timed out early, after {waited:?}");

@@ -6,6 +6,7 @@
 //! - [`locks`]: acquire, renew and check bodies; the hold and name objects.
 //! - [`sessions`]: session bodies and objects.
 //! - [`admin`]: the admin listings.
+//! - [`stream`]: the streaming session's requests, replies, events and close codes.
 //! - [`nullable`]: `"ttl_ms"` is three-valued on the wire (absent, `null`, a number).
 //!
 //! Ids (`hold_id`, `session_id`) travel as 32 lowercase hex digits, tokens as JSON integers
@@ -16,6 +17,7 @@ pub mod error;
 pub mod locks;
 pub mod nullable;
 pub mod sessions;
+pub mod stream;
 
 pub use admin::{AdminLocks, AdminName, AdminSession, AdminSessions, AdminWaiter};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
@@ -24,3 +26,4 @@ pub use locks::{
     Renew,
 };
 pub use sessions::{CreateSession, SessionCreated, SessionInfo};
+pub use stream::{StreamEvent, StreamOp, StreamReply, StreamRequest};

@@ -77,8 +77,12 @@ pub struct ServerLimits {
     pub max_sessions: usize,
     /// Open HTTP connections; one more is answered 429 and closed.
     pub max_connections: usize,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (also the largest WebSocket message).
     pub max_body_bytes: usize,
+    /// Most bytes of replies and events a streaming session may have waiting: unread by its
+    /// client (over the limit, the connection is cut as too slow) or, while it is disconnected,
+    /// buffered for replay (over the limit, the session ends).
+    pub ws_max_buffer_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -90,6 +94,7 @@ impl Default for ServerLimits {
             max_sessions: 100_000,
             max_connections: 10_000,
             max_body_bytes: 64 * 1024,
+            ws_max_buffer_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -110,6 +115,9 @@ pub struct Config {
     pub max_wait_ms: u64,
     pub min_session_ttl_ms: u64,
     pub max_session_ttl_ms: u64,
+    /// A streaming session's connection is pinged after this long without a frame from the
+    /// client, and dropped (as half-open) after twice this long.
+    pub ws_heartbeat_ms: u64,
     pub limits: ServerLimits,
     /// A tracing filter: `info`, `debug`, `lockserver_server=debug,info`, ...
     pub log_level: String,
@@ -129,6 +137,7 @@ impl Default for Config {
             max_wait_ms: 300_000,
             min_session_ttl_ms: 100,
             max_session_ttl_ms: 3_600_000,
+            ws_heartbeat_ms: 5_000,
             limits: ServerLimits::default(),
             log_level: "info".into(),
             ready_file: None,
@@ -147,6 +156,9 @@ impl Config {
                 "min-session-ttl-ms must be at least 1 and at most max-session-ttl-ms".into(),
             ));
         }
+        if self.ws_heartbeat_ms == 0 {
+            return Err(ConfigError::Invalid("ws-heartbeat-ms must be at least 1".into()));
+        }
         if self.default_ttl_ms == 0 {
             return Err(ConfigError::Invalid("default-ttl-ms must be at least 1".into()));
         }
@@ -158,6 +170,7 @@ impl Config {
             limits.max_sessions,
             limits.max_connections,
             limits.max_body_bytes,
+            limits.ws_max_buffer_bytes,
         ]
         .iter()
         .all(|limit| *limit > 0);
@@ -254,6 +267,15 @@ struct Flags {
     /// Largest request body in bytes [default: 65536].
     #[arg(long, env = "LOCKSERVER_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
+    /// Ping a streaming session's connection after this long without a frame from its
+    /// client; drop it as half-open after twice this long [default: 5000].
+    #[arg(long, env = "LOCKSERVER_WS_HEARTBEAT_MS", value_name = "MS")]
+    ws_heartbeat_ms: Option<u64>,
+    /// Most bytes of replies and events a streaming session may have waiting: unread by a slow
+    /// client (then it is disconnected) or buffered while it is disconnected (then the session
+    /// ends) [default: 8388608].
+    #[arg(long, env = "LOCKSERVER_WS_MAX_BUFFER_BYTES", value_name = "BYTES")]
+    ws_max_buffer_bytes: Option<usize>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, env = "LOCKSERVER_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -282,6 +304,8 @@ struct FileConfig {
     max_sessions: Option<usize>,
     max_connections: Option<usize>,
     max_body_bytes: Option<usize>,
+    ws_heartbeat_ms: Option<u64>,
+    ws_max_buffer_bytes: Option<usize>,
     log_level: Option<String>,
     ready_file: Option<PathBuf>,
 }
@@ -445,6 +469,9 @@ impl Layers<'_> {
                     file.max_session_ttl_ms,
                 )?
                 .unwrap_or(defaults.max_session_ttl_ms),
+            ws_heartbeat_ms: self
+                .pick(flags.ws_heartbeat_ms, "LOCKSERVER_WS_HEARTBEAT_MS", file.ws_heartbeat_ms)?
+                .unwrap_or(defaults.ws_heartbeat_ms),
             limits: ServerLimits {
                 max_names: self
                     .pick(flags.max_names, "LOCKSERVER_MAX_NAMES", file.max_names)?
@@ -472,6 +499,13 @@ impl Layers<'_> {
                 max_body_bytes: self
                     .pick(flags.max_body_bytes, "LOCKSERVER_MAX_BODY_BYTES", file.max_body_bytes)?
                     .unwrap_or(limit_defaults.max_body_bytes),
+                ws_max_buffer_bytes: self
+                    .pick(
+                        flags.ws_max_buffer_bytes,
+                        "LOCKSERVER_WS_MAX_BUFFER_BYTES",
+                        file.ws_max_buffer_bytes,
+                    )?
+                    .unwrap_or(limit_defaults.ws_max_buffer_bytes),
             },
             log_level: self
                 .pick(flags.log_level, "LOCKSERVER_LOG_LEVEL", file.log_level)?

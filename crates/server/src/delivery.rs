@@ -76,6 +76,32 @@ impl Drop for HoldGuard {
     }
 }
 
+/// What an open connection holds while its socket lives: its permit under the connection
+/// limit and a token the shutdown drain waits for. Dropped with the socket, including a socket
+/// that was upgraded to a WebSocket.
+#[derive(Debug)]
+pub(crate) struct ConnLease {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _alive: tokio::sync::mpsc::Sender<()>,
+    state: crate::http::SharedState,
+}
+
+impl ConnLease {
+    pub(crate) fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        alive: tokio::sync::mpsc::Sender<()>,
+        state: crate::http::SharedState,
+    ) -> ConnLease {
+        ConnLease { _permit: permit, _alive: alive, state }
+    }
+}
+
+impl Drop for ConnLease {
+    fn drop(&mut self) {
+        self.state.metrics.connection_closed();
+    }
+}
+
 /// Per-connection delivery state: guards whose bytes hyper has taken but not yet flushed.
 ///
 /// Owned by the connection's [`TrackedIo`] and shared (via a request extension) with the
@@ -83,9 +109,14 @@ impl Drop for HoldGuard {
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
     pending: Mutex<Vec<HoldGuard>>,
+    _lease: Option<ConnLease>,
 }
 
 impl ConnState {
+    pub(crate) fn with_lease(lease: ConnLease) -> ConnState {
+        ConnState { pending: Mutex::default(), _lease: Some(lease) }
+    }
+
     fn hand_over(&self, guard: HoldGuard) {
         self.lock().push(guard);
     }

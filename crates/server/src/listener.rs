@@ -9,13 +9,12 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::delivery::{ConnState, TrackedIo};
+use crate::delivery::{ConnLease, ConnState, TrackedIo};
 use crate::http::{shutdown_started, SharedState};
 
 /// How long shutdown waits for in-flight requests before it gives up on them.
@@ -31,7 +30,9 @@ pub(crate) async fn serve(
     state: SharedState,
     shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection (and every WebSocket it upgrades to) holds a clone of `alive`; the
+    // drain below ends when the last one is dropped.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
     let workers = match Workers::start(worker_count()) {
         Ok(workers) => Some(workers),
         Err(err) => {
@@ -42,7 +43,7 @@ pub(crate) async fn serve(
     let mut next_worker = 0usize;
     // One permit per open connection; a connection task holds its permit until it ends.
     let connections = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    let stop = shutdown_started(shutdown);
+    let stop = shutdown_started(shutdown.clone());
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -64,8 +65,9 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         state.metrics.connection_opened();
+        let lease = ConnLease::new(permit, alive.clone(), state.clone());
         let connection =
-            serve_connection(stream, peer, router.clone(), state.clone(), &graceful, permit);
+            serve_connection(stream, peer, router.clone(), state.clone(), shutdown.clone(), lease);
         match &workers {
             Some(workers) => {
                 next_worker = next_worker.wrapping_add(1);
@@ -78,8 +80,9 @@ pub(crate) async fn serve(
     }
     drop(listener);
     tracing::info!("stopped accepting; waiting for in-flight requests");
+    drop(alive);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = all_closed.recv() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
@@ -89,29 +92,29 @@ pub(crate) async fn serve(
     }
 }
 
-/// One connection: hyper over a [`TrackedIo`], the router as its service.
+/// One connection: hyper over a [`TrackedIo`], the router as its service. The connection's
+/// lease (its permit under the connection limit) lives as long as the socket, also after an
+/// upgrade to WebSocket.
 fn serve_connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     router: Router,
     state: SharedState,
-    graceful: &GracefulShutdown,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    shutdown: watch::Receiver<bool>,
+    lease: ConnLease,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     // Moved between runtimes as a std socket: a tokio socket belongs to the runtime whose
     // reactor registered it, and the connection runs on a worker's runtime.
     let stream = stream.into_std();
-    let watcher = graceful.watcher();
     async move {
         let stream = match stream.and_then(TcpStream::from_std) {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(%peer, error = %err, "cannot hand the connection to a worker");
-                state.metrics.connection_closed();
                 return;
             }
         };
-        let conn_state = Arc::new(ConnState::default());
+        let conn_state = Arc::new(ConnState::with_lease(lease));
         let io = TokioIo::new(TrackedIo::new(stream, conn_state.clone()));
         let service_state = state.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -128,12 +131,19 @@ fn serve_connection(
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-        let connection = watcher.watch(builder.serve_connection(io, service));
-        if let Err(err) = connection.await {
+        let connection = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = shutdown_started(shutdown) => {
+                // Finish the request in flight, then close; idle keep-alive connections close now.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = result {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
-        state.metrics.connection_closed();
-        drop(permit);
     }
 }
 
