@@ -11,6 +11,7 @@
 //!   201 could not be written.
 //! - [`listener`]: the accept loop, the connection limit, graceful shutdown.
 //! - [`metrics`]: counters for `/metrics`.
+//! - `ws`: the streaming session (`GET /v1/session`, WebSocket).
 //! - this file: [`Server`] (bind, open the node, announce, serve) and the start-up line.
 
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod error;
 pub mod http;
 mod listener;
 pub mod metrics;
+mod ws;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -71,7 +71,7 @@ impl Metrics {
     }
 
     /// The exposition text, with the table's counts.
-    pub(crate) fn render(&self, table: TableStats, node: NodeStats) -> String {
+    pub(crate) fn render(&self, table: TableStats, node: NodeStats, streams: usize) -> String {
         let mut out = String::with_capacity(2048);
         let mut counter = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -110,7 +110,7 @@ impl Metrics {
         );
         counter(
             "lockserver_acquires_total",
-            "HTTP acquires by outcome.",
+            "Acquires (HTTP and streaming) by outcome.",
             "counter",
             &[
                 ("{outcome=\"granted\"}", self.granted_at_once.load(Relaxed)),
@@ -124,7 +124,7 @@ impl Metrics {
         );
         counter(
             "lockserver_acquires_queued_total",
-            "HTTP acquires that had to wait.",
+            "Acquires (HTTP and streaming) that had to wait.",
             "counter",
             &[("", self.queued.load(Relaxed))],
         );
@@ -132,6 +132,12 @@ impl Metrics {
         counter("lockserver_holds", "Live holds.", "gauge", &[("", table.holds as u64)]);
         counter("lockserver_waiters", "Waiting acquires.", "gauge", &[("", table.waiters as u64)]);
         counter("lockserver_sessions", "Live sessions.", "gauge", &[("", table.sessions as u64)]);
+        counter(
+            "lockserver_stream_sessions",
+            "Streaming sessions this node runs: attached to a connection, or waiting for a resume.",
+            "gauge",
+            &[("", streams as u64)],
+        );
         counter(
             "lockserver_next_fencing_token",
             "The token the next grant will carry.",

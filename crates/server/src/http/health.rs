@@ -25,7 +25,8 @@ pub(crate) async fn readyz(State(state): State<SharedState>) -> Result<Json<Valu
 
 pub(crate) async fn metrics(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let stats = state.node.read(|table, _| table.stats()).await?;
-    let mut response = state.metrics.render(stats, state.node.stats()).into_response();
+    let mut response =
+        state.metrics.render(stats, state.node.stats(), state.sessions.len()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -203,7 +203,7 @@ async fn acquire(
     }
 }
 
-fn wait_end_error(reason: WaitEnd, wait_ms: u64) -> ApiError {
+pub(crate) fn wait_end_error(reason: WaitEnd, wait_ms: u64) -> ApiError {
     match reason {
         WaitEnd::Timeout => ApiError::Timeout(format!("waited {wait_ms} ms without a grant")),
         WaitEnd::Cancelled => ApiError::Cancelled("the waiting request was cancelled".into()),

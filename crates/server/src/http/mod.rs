@@ -38,6 +38,8 @@ pub struct AppState {
     /// Flips to `true` once shutdown begins: waiting long polls answer `unavailable` and
     /// `/readyz` turns 503. Sent by `run`, watched by every waiting handler.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The streaming sessions this node runs, attached or detached.
+    pub(crate) sessions: crate::ws::Registry,
 }
 
 pub(crate) type SharedState = Arc<AppState>;
@@ -45,7 +47,14 @@ pub(crate) type SharedState = Arc<AppState>;
 impl AppState {
     pub(crate) fn new(node: Node, config: Config, shutdown: watch::Receiver<bool>) -> AppState {
         let auth = Authenticator::new(config.secret.clone(), config.admin_secret.clone());
-        AppState { node, auth, config, metrics: Metrics::default(), shutdown }
+        AppState {
+            node,
+            auth,
+            config,
+            metrics: Metrics::default(),
+            shutdown,
+            sessions: crate::ws::Registry::default(),
+        }
     }
 
     pub(crate) fn shutting_down(&self) -> bool {
@@ -85,6 +94,7 @@ pub fn router(state: SharedState) -> Router {
             get(locks::get_semaphore_hold).delete(locks::release_semaphore_hold),
         )
         .route("/v1/semaphores/{name}/{hold_id}/renew", post(locks::renew_semaphore_hold))
+        .route("/v1/session", get(crate::ws::upgrade))
         .route("/v1/sessions", post(sessions::create))
         .route("/v1/sessions/{session_id}", get(sessions::show).delete(sessions::close))
         .route("/v1/sessions/{session_id}/keepalive", post(sessions::keepalive))
