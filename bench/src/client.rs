@@ -1,6 +1,7 @@
 //! One client connection per benchmark client, speaking each system's own protocol the way its
 //! usual client library does: raw HTTP/1.1 keep-alive for the HTTP systems, RESP for Redis,
-//! the PostgreSQL wire protocol (tokio-postgres) for advisory locks.
+//! the PostgreSQL wire protocol (tokio-postgres) for advisory locks, a WebSocket
+//! (tokio-tungstenite) for Lockserver's streaming session.
 
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub enum Outcome {
 pub enum Grant {
     /// Lockserver native: the hold's path.
     Native(String),
+    /// Lockserver's streaming session: the hold id.
+    Stream(String),
     /// The original Lockserver: released by name and owner.
     Original(String),
     /// etcd: the lock's key (base64, as the gateway gave it).
@@ -54,6 +57,7 @@ const REDIS_RELEASE: &str =
 
 pub enum Client {
     Native { http: Http, ttl_ms: Option<u64> },
+    Stream { ws: Ws, ttl_ms: Option<u64>, next_id: u64 },
     Original { http: Http, owner: String, secret: String },
     Etcd { http: Http, lease: String },
     Redis { conn: Resp, release_sha: String, ttl_ms: u64, next: u64, id: usize },
@@ -76,6 +80,23 @@ impl Client {
         match &endpoint.protocol {
             Protocol::Native => {
                 Ok(Client::Native { http: Http::connect(endpoint.addr).await?, ttl_ms })
+            }
+            Protocol::Stream => {
+                let url = format!("ws://{}/v1/session", endpoint.addr);
+                // A small read buffer: tungstenite zero-fills all of it before every read.
+                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                    .read_buffer_size(4096);
+                let (mut ws, _) =
+                    tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                        .await
+                        .map_err(|err| format!("WebSocket connect: {err}"))?;
+                // A lease longer than any run: the session needs no pings meanwhile.
+                let hello = r#"{"id":0,"op":"hello","ttl_ms":3600000}"#;
+                let reply = stream_call(&mut ws, hello.to_string(), 0).await?;
+                if !reply.contains(r#""ok":true"#) {
+                    return Err(format!("hello answered {reply}"));
+                }
+                Ok(Client::Stream { ws, ttl_ms, next_id: 1 })
             }
             Protocol::Original { secret } => Ok(Client::Original {
                 http: Http::connect(endpoint.addr).await?,
@@ -155,6 +176,32 @@ impl Client {
                     (201, Some(location)) => Ok(Outcome::Granted(Grant::Native(location))),
                     (409 | 408, _) => Ok(Outcome::NotGranted),
                     (status, _) => Err(format!("acquire answered {status}")),
+                }
+            }
+            Client::Stream { ws, ttl_ms, next_id } => {
+                let wait_ms = match wait {
+                    Wait::Try => 0,
+                    Wait::For(wait) => wait.as_millis() as u64,
+                };
+                let ttl = ttl_ms.map_or("null".to_string(), |ms| ms.to_string());
+                let id = *next_id;
+                *next_id += 1;
+                let request = format!(
+                    r#"{{"id":{id},"op":"acquire","name":"{name}","wait_ms":{wait_ms},"ttl_ms":{ttl}}}"#
+                );
+                let reply = stream_call(ws, request, id).await?;
+                if reply.contains(r#""ok":true"#) {
+                    let hold_id = reply
+                        .split_once(r#""hold_id":""#)
+                        .and_then(|(_, rest)| rest.get(..32))
+                        .ok_or_else(|| format!("a grant without hold_id: {reply}"))?;
+                    Ok(Outcome::Granted(Grant::Stream(hold_id.to_string())))
+                } else if reply.contains(r#""code":"locked""#)
+                    || reply.contains(r#""code":"timeout""#)
+                {
+                    Ok(Outcome::NotGranted)
+                } else {
+                    Err(format!("acquire answered {reply}"))
                 }
             }
             Client::Original { http, owner, secret } => {
@@ -251,6 +298,17 @@ impl Client {
                     status => Err(format!("release answered {status}")),
                 }
             }
+            (Client::Stream { ws, next_id, .. }, Grant::Stream(hold_id)) => {
+                let id = *next_id;
+                *next_id += 1;
+                let request = format!(r#"{{"id":{id},"op":"release","hold_id":"{hold_id}"}}"#);
+                let reply = stream_call(ws, request, id).await?;
+                if reply.contains(r#""ok":true"#) {
+                    Ok(())
+                } else {
+                    Err(format!("release answered {reply}"))
+                }
+            }
             (Client::Original { http, owner, secret }, Grant::Original(name)) => {
                 let body = format!(r#"{{"resource":"{name}","owner":"{owner}"}}"#);
                 let headers = [("x-lockserver-secret", secret.as_str())];
@@ -282,6 +340,28 @@ impl Client {
                 }
             }
             _ => Err("a grant released through another system's client".into()),
+        }
+    }
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Sends one request on the stream and reads until its reply (the only one outstanding:
+/// each benchmark client waits for one answer at a time, as with the other systems).
+async fn stream_call(ws: &mut Ws, request: String, id: u64) -> Result<String, Error> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(request)).await.map_err(|err| format!("WebSocket send: {err}"))?;
+    let prefix = format!(r#"{{"id":{id},"#);
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str().starts_with(&prefix) => {
+                return Ok(text.as_str().to_string())
+            }
+            // Events (a lost hold) and control frames: not what this client waits for.
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return Err(format!("WebSocket read: {err}")),
+            None => return Err("the server closed the WebSocket".into()),
         }
     }
 }

@@ -146,7 +146,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         },
         tools: args.tools.clone().unwrap_or_else(|| repo.join(".tools")),
     };
-    if systems.iter().any(|s| s.starts_with("lockserver-http")) && !paths.lockserver.is_file() {
+    if systems.iter().any(|s| system::is_ours(s)) && !paths.lockserver.is_file() {
         return Err(format!(
             "no lockserver binary at {}; build it (cargo build --release -p lockserver) or pass --lockserver",
             paths.lockserver.display()
@@ -166,7 +166,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let mut rows: Vec<Row> = Vec::new();
     for repetition in 1..=repetitions {
         for name in &systems {
-            let lockserver = name.starts_with("lockserver-http");
+            let lockserver = system::is_ours(name);
             let plain: Vec<&str> = workloads
                 .iter()
                 .map(String::as_str)

@@ -37,6 +37,7 @@ fn anchor(row: &Row) -> Option<&'static str> {
         ("durable", "lockserver-http") => Some("lockserver-http-mem"),
         ("uncontended", "lockserver-http-mem") => Some("lockserver-orig"),
         ("uncontended", "lockserver-http") => Some("etcd"),
+        ("uncontended" | "hot", "lockserver-ws") => Some("redis"),
         ("hot", "lockserver-http-mem" | "lockserver-http") => Some("redis"),
         _ => None,
     }
@@ -157,11 +158,7 @@ pub fn svg(rows: &[Row]) -> String {
         y += 18.0;
         for row in members {
             let width = chart_width * row.cycles_per_s / max;
-            let fill = if row.system.starts_with("lockserver-") && row.system != "lockserver-orig" {
-                "#2b6cb0"
-            } else {
-                "#a0aec0"
-            };
+            let fill = if crate::system::is_ours(&row.system) { "#2b6cb0" } else { "#a0aec0" };
             let _ =
                 writeln!(out, r#"<text x="20" y="{}">{}</text>"#, y + 13.0, escape(&row.system));
             let _ = writeln!(

@@ -24,16 +24,22 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The systems this version of Lockserver can be benchmarked on; the others arrive with the
-/// surface they need (WebSocket sessions, the locker protocol, clustering).
+/// surface they need (the locker protocol, clustering).
 pub const AVAILABLE: &[&str] = &[
     "lockserver-http",
     "lockserver-http-mem",
+    "lockserver-ws",
     "redis",
     "etcd",
     "etcd-cluster3",
     "pg",
     "lockserver-orig",
 ];
+
+/// Whether `name` is this Lockserver (on any surface), as opposed to an anchor.
+pub fn is_ours(name: &str) -> bool {
+    name.starts_with("lockserver-") && name != "lockserver-orig"
+}
 
 /// Where the binaries live.
 #[derive(Clone, Debug)]
@@ -54,10 +60,16 @@ pub struct Endpoint {
 #[derive(Clone, Debug)]
 pub enum Protocol {
     Native,
-    Original { secret: String },
+    /// The streaming session (`GET /v1/session`, WebSocket).
+    Stream,
+    Original {
+        secret: String,
+    },
     Etcd,
     Redis,
-    Pg { user: String },
+    Pg {
+        user: String,
+    },
 }
 
 /// Extra server options a workload needs.
@@ -144,7 +156,7 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
         spawn(command, log_file(dir.path(), "stdout")?, log_file(dir.path(), "stderr")?, name)
     };
     match name {
-        "lockserver-http" | "lockserver-http-mem" => {
+        "lockserver-http" | "lockserver-http-mem" | "lockserver-ws" => {
             let ready = dir.path().join("ready");
             let mut command = Command::new(&paths.lockserver);
             command
@@ -163,7 +175,9 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             }
             let child = spawn_here(command)?;
             // The port is known once the server is ready (it binds port 0).
-            let endpoint = Endpoint { addr: loopback(0), protocol: Protocol::Native };
+            let protocol =
+                if name == "lockserver-ws" { Protocol::Stream } else { Protocol::Native };
+            let endpoint = Endpoint { addr: loopback(0), protocol };
             let mut running = Running::new(name, endpoint, child, dir);
             let text = wait_for_file(&ready, Duration::from_secs(60), name)?;
             running.endpoint.addr = text
