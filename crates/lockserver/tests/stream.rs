@@ -518,3 +518,83 @@ async fn pings_keep_the_session_alive_past_its_ttl() {
         .await;
     assert_eq!(check["valid"], true);
 }
+
+#[tokio::test]
+async fn a_retried_acquire_with_the_same_request_id_keeps_its_hold_or_its_place() {
+    let server = Server::start(&[]);
+    let mut ws = Ws::connect(server.addr).await;
+    let hello = ws.hello(json!({"ttl_ms": 10000, "grace_ms": 10000})).await;
+    let session_id = hello["session_id"].as_str().unwrap().to_string();
+    let first = ws.call(json!({"op": "acquire", "name": "idem", "request_id": "r-1"})).await;
+    let again = ws.call(json!({"op": "acquire", "name": "idem", "request_id": "r-1"})).await;
+    assert_eq!(hold(&again)["hold_id"], hold(&first)["hold_id"], "the same hold");
+    assert_eq!(hold(&again)["token"], hold(&first)["token"]);
+
+    // A waiting acquire retried after a reconnect rejoins its place in the queue.
+    let blocker = server.client.lock("queue", json!({"ttl_ms": 60000})).await;
+    let behind = server.client.lock("queue", json!({"ttl_ms": 60000, "wait_ms": 1}));
+    let waiting_id = ws
+        .send(json!({"op": "acquire", "name": "queue", "wait_ms": null, "request_id": "r-2"}))
+        .await;
+    server.client.until_waiters("locks", "queue", 1).await;
+    assert_eq!(behind.await.status, 409);
+    ws.drop_abruptly();
+    let mut back = Ws::connect(server.addr).await;
+    assert_eq!(back.hello(json!({"session_id": session_id})).await["ok"], true);
+    let retry_id = back
+        .send(json!({"op": "acquire", "name": "queue", "wait_ms": null, "request_id": "r-2"}))
+        .await;
+    // The first request is answered `cancelled` (taken over), the retry waits in its place.
+    assert_eq!(code(&back.reply(waiting_id).await), "cancelled");
+    assert_eq!(server.client.waiters("locks", "queue").await, 1, "one place, not two");
+    assert_eq!(server.client.delete(blocker.header("location")).await.status, 204);
+    let granted = back.reply(retry_id).await;
+    assert_eq!(hold(&granted)["name"], "queue");
+}
+
+#[tokio::test]
+async fn a_detached_session_whose_buffer_overflows_ends() {
+    let server = Server::start(&["--ws-max-buffer-bytes", "16384"]);
+    let mut ws = Ws::connect(server.addr).await;
+    let hello = ws.hello(json!({"ttl_ms": 60000, "grace_ms": 60000})).await;
+    let session_id = hello["session_id"].as_str().unwrap().to_string();
+    let count = 200;
+    for i in 0..count {
+        let held = server.client.lock(&format!("flood-{i}"), json!({"ttl_ms": 300})).await;
+        assert_eq!(held.status, 201);
+    }
+    for i in 0..count {
+        ws.send(waiting(&format!("flood-{i}"), json!(null))).await;
+    }
+    server.client.until_waiters("locks", &format!("flood-{}", count - 1), 1).await;
+    ws.drop_abruptly();
+    // 200 grants (about 70 KB of replies) while away: more than the 16 KB buffer, so the
+    // session ends long before its 60 s lease and grace, and its holds are released.
+    until(Duration::from_secs(10), "the session ends", || async {
+        !session_alive(&server, &session_id).await
+    })
+    .await;
+    for i in [0, count - 1] {
+        // No session holds stay behind (the HTTP holds run out after 300 ms).
+        until(Duration::from_secs(5), "the name is free", || async {
+            holders(&server, &format!("flood-{i}")).await == 0
+        })
+        .await;
+    }
+    let mut back = Ws::connect(server.addr).await;
+    assert_eq!(code(&back.hello(json!({"session_id": session_id})).await), "not_found");
+}
+
+#[tokio::test]
+async fn shutdown_closes_streams_as_restarting_and_exits_promptly() {
+    let mut server = Server::start(&[]);
+    let mut ws = Ws::connect(server.addr).await;
+    ws.hello(json!({"ttl_ms": 10000})).await;
+    hold(&ws.call(acquire("across-restart")).await);
+    server.terminate();
+    match ws.ended().await {
+        Ended::Close { code, .. } => assert_eq!(code, 1012),
+        other => panic!("{other:?}"),
+    }
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+}
