@@ -136,6 +136,28 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
+/// Flushes the sink; then the `count` frames at the front of the queue are written: they leave
+/// it (dropping their `Written` tickets).
+async fn flush(
+    sink: &mut SplitSink<WebSocket, Message>,
+    queue: &Mutex<Queue>,
+    count: &mut usize,
+) -> Result<(), ()> {
+    if let Err(err) = sink.flush().await {
+        tracing::debug!(error = %err, "streaming connection write failed");
+        return Err(());
+    }
+    let written: Vec<Out> = {
+        let mut queue = lock(queue);
+        let written: Vec<Out> = queue.frames.drain(..*count).collect();
+        queue.bytes -= written.iter().map(Out::len).sum::<usize>();
+        written
+    };
+    *count = 0;
+    drop(written);
+    Ok(())
+}
+
 enum Step {
     Wait,
     Write(Vec<(OutFrame, Option<WrittenBefore>)>),
@@ -172,45 +194,31 @@ async fn write_loop(
         match step {
             Step::Wait => wake.notified().await,
             Step::Write(batch) => {
-                let count = batch.len();
-                let mut written = 0;
-                let mut result = Ok(());
+                // Frames fed since the last flush; each flush removes them from the queue,
+                // which drops their `Written` tickets.
+                let mut unflushed = 0;
                 for (frame, after) in batch {
-                    if let Some(after) = after {
-                        if !after.is_passed() {
-                            // Let what is buffered go out first, then wait for the others.
-                            if let Err(err) = sink.flush().await {
-                                result = Err(err);
-                                break;
-                            }
-                            let _ = tokio::time::timeout(LOST_FIRST_BOUND, after.passed()).await;
+                    if let Some(after) = after.filter(|after| !after.is_passed()) {
+                        // What is fed goes out (and its tickets are released) before waiting:
+                        // two streams may each hold the other's `lost` event.
+                        if flush(&mut sink, &queue, &mut unflushed).await.is_err() {
+                            return;
                         }
+                        let _ = tokio::time::timeout(LOST_FIRST_BOUND, after.passed()).await;
                     }
                     let message = match frame {
                         OutFrame::Text(text) => Message::Text(text),
                         OutFrame::Ping => Message::Ping(bytes::Bytes::new()),
                     };
                     if let Err(err) = sink.feed(message).await {
-                        result = Err(err);
-                        break;
+                        tracing::debug!(error = %err, "streaming connection write failed");
+                        return;
                     }
-                    written += 1;
+                    unflushed += 1;
                 }
-                if result.is_ok() {
-                    result = sink.flush().await;
-                }
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, written, "streaming connection write failed");
+                if flush(&mut sink, &queue, &mut unflushed).await.is_err() {
                     return;
                 }
-                let done: Vec<Out> = {
-                    let mut queue = lock(&queue);
-                    let done: Vec<Out> = queue.frames.drain(..count).collect();
-                    queue.bytes -= done.iter().map(Out::len).sum::<usize>();
-                    done
-                };
-                // Dropping the frames drops their `Written` tickets: those events are out.
-                drop(done);
             }
             Step::Close(close) => {
                 if let Some(frame) = close {
