@@ -45,7 +45,7 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Systems, comma-separated (default: all available; with --quick: lockserver-http,
-    /// lockserver-http-mem, redis). Known: lockserver-http, lockserver-http-mem,
+    /// lockserver-http-mem, lockserver-ws, redis). Known: lockserver-http, lockserver-http-mem,
     /// lockserver-ws, lockserver-locker, lockserver-cluster3, redis, etcd, etcd-cluster3, pg,
     /// lockserver-orig, locker-orig.
     #[arg(long, value_delimiter = ',')]
@@ -101,7 +101,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let quick = args.quick;
     let systems = args.systems.clone().unwrap_or_else(|| {
         let default: &[&str] = if quick {
-            &["lockserver-http", "lockserver-http-mem", "redis"]
+            &["lockserver-http", "lockserver-http-mem", "lockserver-ws", "redis"]
         } else {
             system::AVAILABLE
         };
