@@ -99,6 +99,9 @@ impl Default for ServerLimits {
     }
 }
 
+/// The compatibility surfaces that `--disable` can turn off.
+pub const SURFACES: &[&str] = &["lockserver-http"];
+
 /// The resolved configuration the server runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -118,6 +121,8 @@ pub struct Config {
     /// A streaming session's connection is pinged after this long without a frame from the
     /// client, and dropped (as half-open) after twice this long.
     pub ws_heartbeat_ms: u64,
+    /// Compatibility surfaces turned off (see [`SURFACES`]).
+    pub disabled: Vec<String>,
     pub limits: ServerLimits,
     /// A tracing filter: `info`, `debug`, `lockserver_server=debug,info`, ...
     pub log_level: String,
@@ -138,6 +143,7 @@ impl Default for Config {
             min_session_ttl_ms: 100,
             max_session_ttl_ms: 3_600_000,
             ws_heartbeat_ms: 5_000,
+            disabled: Vec::new(),
             limits: ServerLimits::default(),
             log_level: "info".into(),
             ready_file: None,
@@ -147,6 +153,11 @@ impl Default for Config {
 
 impl Config {
     /// Checks the rules that no single option can: the security default above all.
+    /// Whether a compatibility surface is on.
+    pub fn serves(&self, surface: &str) -> bool {
+        !self.disabled.iter().any(|disabled| disabled == surface)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.secret.is_none() && !self.bind.is_loopback() {
             return Err(ConfigError::InsecureBind { bind: self.bind });
@@ -276,6 +287,10 @@ struct Flags {
     /// ends) [default: 8388608].
     #[arg(long, env = "LOCKSERVER_WS_MAX_BUFFER_BYTES", value_name = "BYTES")]
     ws_max_buffer_bytes: Option<usize>,
+    /// Compatibility surfaces to turn off, comma-separated: lockserver-http (the original
+    /// Lockserver's POST /acquire and /release) [default: none].
+    #[arg(long, env = "LOCKSERVER_DISABLE", value_name = "LIST")]
+    disable: Option<String>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, env = "LOCKSERVER_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -306,6 +321,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     ws_heartbeat_ms: Option<u64>,
     ws_max_buffer_bytes: Option<usize>,
+    disable: Option<String>,
     log_level: Option<String>,
     ready_file: Option<PathBuf>,
 }
@@ -356,6 +372,20 @@ where
         value: text.clone(),
         detail: err.to_string(),
     })
+}
+
+fn parse_surfaces(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut surfaces = Vec::new();
+    for surface in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !SURFACES.contains(&surface) {
+            return Err(ConfigError::Invalid(format!(
+                "--disable: unknown surface {surface:?} (known: {})",
+                SURFACES.join(", ")
+            )));
+        }
+        surfaces.push(surface.to_string());
+    }
+    Ok(surfaces)
 }
 
 /// `.env` only knows strings; `in_memory` also takes the usual yes/no words.
@@ -472,6 +502,9 @@ impl Layers<'_> {
             ws_heartbeat_ms: self
                 .pick(flags.ws_heartbeat_ms, "LOCKSERVER_WS_HEARTBEAT_MS", file.ws_heartbeat_ms)?
                 .unwrap_or(defaults.ws_heartbeat_ms),
+            disabled: parse_surfaces(
+                &self.pick(flags.disable, "LOCKSERVER_DISABLE", file.disable)?.unwrap_or_default(),
+            )?,
             limits: ServerLimits {
                 max_names: self
                     .pick(flags.max_names, "LOCKSERVER_MAX_NAMES", file.max_names)?

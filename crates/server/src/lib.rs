@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`config`]: options and their layers (flags > environment > `.env` > TOML > defaults).
+//! - `compat`: the protocols of older lock servers (COMPAT.md).
 //! - [`auth`]: credentials → `Principal {prefix, rights}`, constant-time comparison.
 //! - [`error`]: `ApiError`, the one place request failures become HTTP statuses and JSON.
 //! - [`http`]: the router; one file per route group (locks, sessions, admin, health).
@@ -15,6 +16,7 @@
 //! - this file: [`Server`] (bind, open the node, announce, serve) and the start-up line.
 
 pub mod auth;
+mod compat;
 pub mod config;
 mod delivery;
 pub mod error;

@@ -116,14 +116,9 @@ async fn acquire(
         None if args.session.is_some() => None,
         None => Some(state.config.default_ttl_ms),
     };
-    let node = &state.node;
-    let hold_id = HoldId::from_u128(rand::random::<u128>());
-    // Registered before proposing, so a grant that comes the instant after queueing finds it.
-    let mut inbox = (wait != Wait::Try).then(|| node.request_inbox());
-    let via = Via::Request(inbox.as_ref().map_or_else(|| node.next_local_id(), |inbox| inbox.id));
-    let command = Command::Acquire(Acquire {
-        hold_id,
-        name: name.clone(),
+    let command = Acquire {
+        hold_id: HoldId::from_u128(rand::random::<u128>()),
+        name,
         want: args.want,
         owner: args.owner.unwrap_or_default().into(),
         holder,
@@ -131,11 +126,28 @@ async fn acquire(
         ttl_ms,
         lock_delay_ms: args.lock_delay_ms.unwrap_or(0),
         request_id: args.request_id.map(Into::into),
-        origin: Origin { boot: node.boot(), via },
-    });
+        origin: Origin { boot: state.node.boot(), via: Via::Request(0) },
+    };
+    let (hold, guard) = grant(state, command).await?;
+    Ok(created(&hold, guard, conn))
+}
+
+/// Proposes `acquire` (its `origin` is set here) and, if it queues, waits for its grant: the
+/// long poll of every HTTP surface. Returns the hold with the guard that releases it unless
+/// the answer is written; a client that goes away while waiting drops the guard and withdraws.
+pub(crate) async fn grant(
+    state: &SharedState,
+    mut acquire: Acquire,
+) -> Result<(HoldView, HoldGuard), ApiError> {
+    let node = &state.node;
+    let wait = acquire.wait;
+    // Registered before proposing, so a grant that comes the instant after queueing finds it.
+    let mut inbox = (wait != Wait::Try).then(|| node.request_inbox());
+    let via = Via::Request(inbox.as_ref().map_or_else(|| node.next_local_id(), |inbox| inbox.id));
+    acquire.origin = Origin { boot: node.boot(), via };
     // From here until the answer is on the socket, dropping this guard cleans up.
-    let mut guard = HoldGuard::waiting(node.clone(), hold_id);
-    let outcome = match node.propose(command).await {
+    let mut guard = HoldGuard::waiting(node.clone(), acquire.hold_id);
+    let outcome = match node.propose(Command::Acquire(acquire)).await {
         Ok(outcome) => outcome,
         // Outcome unknown: the guard releases whatever may have been created.
         Err(err) => return Err(err.into()),
@@ -150,7 +162,7 @@ async fn acquire(
             guard.retarget(hold.hold_id);
             guard.granted();
             state.metrics.granted_at_once();
-            return Ok(created(&hold, guard, conn));
+            return Ok((hold, guard));
         }
         Ok(CoreResponse::Queued { hold_id, .. }) => hold_id,
         Ok(other) => {
@@ -189,7 +201,7 @@ async fn acquire(
         Effect::Granted { hold, .. } => {
             guard.granted();
             state.metrics.granted_after_wait();
-            Ok(created(&hold, guard, conn))
+            Ok((hold, guard))
         }
         Effect::WaitEnded { reason, .. } => {
             guard.disarm();

@@ -71,7 +71,13 @@ pub(crate) async fn shutdown_started(mut shutdown: watch::Receiver<bool>) {
 
 /// Every route of API.md's native HTTP API.
 pub fn router(state: SharedState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.config.serves("lockserver-http") {
+        router = router
+            .route("/acquire", post(crate::compat::lockserver_http::acquire))
+            .route("/release", post(crate::compat::lockserver_http::release));
+    }
+    router
         .route(
             "/v1/locks/{name}",
             post(locks::acquire_lock).get(locks::lock_name).delete(locks::release_lock_by_request),

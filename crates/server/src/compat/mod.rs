@@ -1,0 +1,7 @@
+//! The protocols of older lock servers, served over the one lock model (../shared/COMPAT.md):
+//! each compat lock is an ordinary hold with a fencing token, visible to admins and in conflict
+//! with native holds of the same name.
+//!
+//! - [`lockserver_http`]: the original Lockserver's `POST /acquire` and `POST /release`.
+
+pub(crate) mod lockserver_http;
