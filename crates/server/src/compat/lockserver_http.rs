@@ -46,22 +46,48 @@ fn bad_request(message: String) -> Response {
         .into_response()
 }
 
-/// Authenticates (`X-LOCKSERVER-SECRET`, or `Authorization: Bearer`), then parses the body.
-fn admit(
+/// Why a request is refused before it reaches the lock table.
+enum Refusal {
+    Unauthorized,
+    Forbidden,
+    TooLarge(usize),
+    Bad(String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => text(StatusCode::UNAUTHORIZED, "Missing or invalid secret"),
+            Refusal::Forbidden => text(StatusCode::FORBIDDEN, "Forbidden resource"),
+            Refusal::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("the body is unreadable or larger than {limit} bytes"),
+            )
+                .into_response(),
+            Refusal::Bad(message) => bad_request(message),
+        }
+    }
+}
+
+/// Reads the body (bounded by `--max-body-bytes`), authenticates (`X-LOCKSERVER-SECRET`, or
+/// `Authorization: Bearer`), then parses the body.
+async fn admit(
     state: &SharedState,
     headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<(LockName, Body), Response> {
-    let principal = state
-        .auth
-        .client(headers)
-        .map_err(|_| text(StatusCode::UNAUTHORIZED, "Missing or invalid secret"))?;
-    let body: Body = serde_json::from_slice(bytes)
-        .map_err(|err| bad_request(format!("invalid request body: {err}")))?;
+    request: Request,
+) -> Result<(LockName, Body), Refusal> {
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| Refusal::TooLarge(limit))?;
+    let principal = state.auth.client(headers).map_err(|_| Refusal::Unauthorized)?;
+    let body: Body = serde_json::from_slice(&bytes)
+        .map_err(|err| Refusal::Bad(format!("invalid request body: {err}")))?;
     let name = LockName::new(&body.resource)
-        .map_err(|err| bad_request(format!("invalid resource: {}", ApiError::from(err))))?;
+        .map_err(|err| Refusal::Bad(format!("invalid resource: {}", ApiError::from(err))))?;
     if principal.check_name(name.as_str()).is_err() {
-        return Err(text(StatusCode::FORBIDDEN, "Forbidden resource"));
+        return Err(Refusal::Forbidden);
     }
     Ok((name, body))
 }
@@ -73,33 +99,15 @@ fn failure(error: ApiError) -> Response {
         .into_response()
 }
 
-/// The request body, bounded by `--max-body-bytes`.
-async fn read_body(state: &SharedState, request: Request) -> Result<Bytes, Response> {
-    let limit = state.config.limits.max_body_bytes;
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| {
-        let message = format!("the body is unreadable or larger than {limit} bytes");
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            message,
-        )
-            .into_response()
-    })
-}
-
 pub(crate) async fn acquire(
     State(state): State<SharedState>,
     Conn(conn): Conn,
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let bytes = match read_body(&state, request).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
-    let (name, body) = match admit(&state, &headers, &bytes) {
+    let (name, body) = match admit(&state, &headers, request).await {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let ttl_ms = match body.expire {
         None => None,
@@ -169,13 +177,9 @@ pub(crate) async fn release(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    let bytes = match read_body(&state, request).await {
-        Ok(bytes) => bytes,
-        Err(response) => return response,
-    };
-    let (name, body) = match admit(&state, &headers, &bytes) {
+    let (name, body) = match admit(&state, &headers, request).await {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let command = Command::ReleaseOwned { name, owner: body.owner.into() };
     match state.node.propose(command).await {
