@@ -38,6 +38,16 @@ rust_tests() {
     cargo nextest run --workspace --release --no-fail-fast
 }
 
+compat_tests() {
+    # The published clients of the systems we replace, unchanged, against our server. Their
+    # packages go into .tools/ (never vendored); a missing package fails the part.
+    if [ ! -f .tools/python/lockserver_client.py ]; then
+        python3 -m pip install --quiet --disable-pip-version-check --target .tools/python \
+            lockserver-client==0.1.3
+    fi
+    PYTHONPATH=.tools/python python3 tests/compat/test_lockserver_client.py
+}
+
 lockbench_quick() {
     # A smoke run of the benchmark harness (Lockserver and Redis, seconds) so it cannot rot;
     # the figures that count come from full runs (bench/README.md).
@@ -48,6 +58,7 @@ lockbench_quick() {
 part tools 2 ensure_tools
 part build 10 build
 part rust-tests 8 rust_tests
+part compat 5 compat_tests
 part lockbench-quick 2 lockbench_quick
 
 echo
