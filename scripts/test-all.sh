@@ -45,7 +45,26 @@ compat_tests() {
         python3 -m pip install --quiet --disable-pip-version-check --target .tools/python \
             lockserver-client==0.1.3
     fi
+    if [ ! -d .tools/python/rdlmpy ]; then
+        # rdlm-py 0.2.0's sdist does not build as published (its setup.py imports the package
+        # and reads a file the sdist lacks); pip leaves the unpacked source behind with
+        # --no-clean, and its pure-Python package works on PYTHONPATH beside requests.
+        local unpack
+        unpack=$(mktemp -d)
+        TMPDIR=$unpack python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+            --no-binary :all: --no-clean -d "$unpack/dist" rdlm-py==0.2.0 >/dev/null 2>&1 || true
+        local package
+        package=$(find "$unpack" -type d -name rdlmpy | head -1)
+        if [ -z "$package" ]; then
+            echo "compat: could not fetch rdlm-py 0.2.0 from PyPI" >&2
+            rm -rf "$unpack"
+            return 1
+        fi
+        cp -r "$package" .tools/python/
+        rm -rf "$unpack"
+    fi
     PYTHONPATH=.tools/python python3 tests/compat/test_lockserver_client.py
+    PYTHONPATH=.tools/python python3 tests/compat/test_rdlm_client.py
 }
 
 lockbench_quick() {

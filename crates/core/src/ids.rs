@@ -123,6 +123,8 @@ pub enum Holder {
     /// A connection of a compat TCP surface (locker): released together on disconnect.
     /// Connection ids must be unique across boots (the server draws them at random).
     Connection(u64),
+    /// An RDLM lock, whose identity is its uid: the hold id itself (so never re-entrant).
+    Rdlm(HoldId),
 }
 
 impl Holder {

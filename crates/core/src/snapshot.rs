@@ -70,6 +70,7 @@ enum HolderV1 {
     Session(u128),
     CompatOwner(String),
     Connection(u64),
+    Rdlm(u128),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,6 +134,7 @@ impl Table {
                         Holder::Session(id) => HolderV1::Session(id.as_u128()),
                         Holder::CompatOwner(owner) => HolderV1::CompatOwner(owner.to_string()),
                         Holder::Connection(conn) => HolderV1::Connection(*conn),
+                        Holder::Rdlm(uid) => HolderV1::Rdlm(uid.as_u128()),
                     },
                     ttl_ms: entry.ttl_ms,
                     request: entry
@@ -296,6 +298,7 @@ fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, Sna
         }
         HolderV1::CompatOwner(owner) => Holder::CompatOwner(Arc::from(owner)),
         HolderV1::Connection(conn) => Holder::Connection(conn),
+        HolderV1::Rdlm(uid) => Holder::Rdlm(HoldId::from_u128(uid)),
     };
     let state = match raw.state {
         StateV1::Waiting { seq, since_ms, deadline, origin } => {

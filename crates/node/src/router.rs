@@ -196,7 +196,7 @@ impl Router {
                     let key = match holder {
                         Holder::Session(id) => InboxKey::Session(*id),
                         Holder::Connection(id) => InboxKey::Connection(*id),
-                        Holder::Anonymous | Holder::CompatOwner(_) => continue,
+                        Holder::Anonymous | Holder::CompatOwner(_) | Holder::Rdlm(_) => continue,
                     };
                     if routes.connections.contains_key(&key) {
                         let barrier = match lost_on.iter().find(|(lost, _)| lost == name) {

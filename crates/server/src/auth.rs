@@ -80,6 +80,16 @@ impl Authenticator {
         }
     }
 
+    /// Whether `presented` (an HTTP Basic password, RDLM) is the admin secret. Constant time.
+    pub fn is_admin_secret(&self, presented: &[u8]) -> bool {
+        matches_secret(self.admin.as_ref(), presented)
+    }
+
+    /// Whether `presented` (an HTTP Basic password, RDLM) is the client secret. Constant time.
+    pub fn is_client_secret(&self, presented: &[u8]) -> bool {
+        matches_secret(self.client.as_ref(), presented)
+    }
+
     /// The principal for an admin route: 403 without an admin secret configured or with the
     /// client secret; 401 when missing or wrong.
     pub fn admin(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {

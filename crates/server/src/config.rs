@@ -100,7 +100,7 @@ impl Default for ServerLimits {
 }
 
 /// The compatibility surfaces that `--disable` can turn off.
-pub const SURFACES: &[&str] = &["lockserver-http"];
+pub const SURFACES: &[&str] = &["lockserver-http", "rdlm"];
 
 /// The resolved configuration the server runs with.
 #[derive(Clone, Debug)]
@@ -123,6 +123,11 @@ pub struct Config {
     pub ws_heartbeat_ms: u64,
     /// Compatibility surfaces turned off (see [`SURFACES`]).
     pub disabled: Vec<String>,
+    /// The base of RDLM `Location` URLs (`http://host:port`); absent: from the Host header.
+    pub public_url: Option<String>,
+    /// RDLM lock routes without a credential even when a client secret is set (rdlm-py sends
+    /// none). For trusted networks; announced at start-up.
+    pub rdlm_open: bool,
     pub limits: ServerLimits,
     /// A tracing filter: `info`, `debug`, `lockserver_server=debug,info`, ...
     pub log_level: String,
@@ -144,6 +149,8 @@ impl Default for Config {
             max_session_ttl_ms: 3_600_000,
             ws_heartbeat_ms: 5_000,
             disabled: Vec::new(),
+            public_url: None,
+            rdlm_open: false,
             limits: ServerLimits::default(),
             log_level: "info".into(),
             ready_file: None,
@@ -166,6 +173,13 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "min-session-ttl-ms must be at least 1 and at most max-session-ttl-ms".into(),
             ));
+        }
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("http://") {
+                return Err(ConfigError::Invalid(
+                    "--public-url must start with http:// (RDLM clients speak plain HTTP)".into(),
+                ));
+            }
         }
         if self.ws_heartbeat_ms == 0 {
             return Err(ConfigError::Invalid("ws-heartbeat-ms must be at least 1".into()));
@@ -288,9 +302,18 @@ struct Flags {
     #[arg(long, env = "LOCKSERVER_WS_MAX_BUFFER_BYTES", value_name = "BYTES")]
     ws_max_buffer_bytes: Option<usize>,
     /// Compatibility surfaces to turn off, comma-separated: lockserver-http (the original
-    /// Lockserver's POST /acquire and /release) [default: none].
+    /// Lockserver's POST /acquire and /release), rdlm (the RDLM REST API) [default: none].
     #[arg(long, env = "LOCKSERVER_DISABLE", value_name = "LIST")]
     disable: Option<String>,
+    /// Base URL of RDLM Location headers, e.g. http://locks.example:8080 [default: from the
+    /// request's Host header].
+    #[arg(long, env = "LOCKSERVER_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Serve the RDLM lock routes without a credential even when a client secret is set
+    /// (rdlm-py sends none; trusted networks only).
+    #[arg(long, env = "LOCKSERVER_RDLM_OPEN", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true")]
+    rdlm_open: Option<bool>,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, env = "LOCKSERVER_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -322,6 +345,8 @@ struct FileConfig {
     ws_heartbeat_ms: Option<u64>,
     ws_max_buffer_bytes: Option<usize>,
     disable: Option<String>,
+    public_url: Option<String>,
+    rdlm_open: Option<bool>,
     log_level: Option<String>,
     ready_file: Option<PathBuf>,
 }
@@ -505,6 +530,19 @@ impl Layers<'_> {
             disabled: parse_surfaces(
                 &self.pick(flags.disable, "LOCKSERVER_DISABLE", file.disable)?.unwrap_or_default(),
             )?,
+            public_url: self.pick(flags.public_url, "LOCKSERVER_PUBLIC_URL", file.public_url)?,
+            rdlm_open: match flags.rdlm_open {
+                Some(value) => value,
+                None => match self.dotenv.get("LOCKSERVER_RDLM_OPEN") {
+                    Some(text) => parse_bool(text).map_err(|detail| ConfigError::Value {
+                        source_name: ".env",
+                        key: "LOCKSERVER_RDLM_OPEN".into(),
+                        value: text.clone(),
+                        detail,
+                    })?,
+                    None => file.rdlm_open.unwrap_or(false),
+                },
+            },
             limits: ServerLimits {
                 max_names: self
                     .pick(flags.max_names, "LOCKSERVER_MAX_NAMES", file.max_names)?

@@ -230,7 +230,10 @@ pub(crate) struct DeliveryBody {
 impl DeliveryBody {
     /// `conn` is absent when the request did not come through our listener (tests calling
     /// the router directly); the guard is then disarmed once hyper takes the bytes.
+    /// `data` must not be empty: hyper never polls an empty body, so its guard would drop
+    /// armed and release the hold.
     pub(crate) fn new(data: Bytes, guard: HoldGuard, conn: Option<Arc<ConnState>>) -> DeliveryBody {
+        debug_assert!(!data.is_empty(), "an empty delivery body is never polled");
         DeliveryBody { data: Some(data), guard: Some(guard), conn }
     }
 }

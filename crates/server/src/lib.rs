@@ -159,6 +159,11 @@ fn announce(config: &Config, line: &str, http_addr: SocketAddr) -> Result<(), Se
             config.bind
         );
     }
+    if config.rdlm_open && config.secret.is_some() && config.serves("rdlm") {
+        tracing::warn!(
+            "--rdlm-open: the RDLM lock routes (/locks/...) take requests without a credential"
+        );
+    }
     if config.admin_secret.is_none() {
         tracing::info!("no LOCKSERVER_ADMIN_SECRET set: admin routes answer 403");
     }

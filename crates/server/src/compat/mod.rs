@@ -3,5 +3,7 @@
 //! with native holds of the same name.
 //!
 //! - [`lockserver_http`]: the original Lockserver's `POST /acquire` and `POST /release`.
+//! - [`rdlm`]: the RDLM REST API (`/locks/{resource}`, admin `/resources`).
 
 pub(crate) mod lockserver_http;
+pub(crate) mod rdlm;

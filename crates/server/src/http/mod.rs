@@ -77,6 +77,15 @@ pub fn router(state: SharedState) -> Router {
             .route("/acquire", post(crate::compat::lockserver_http::acquire))
             .route("/release", post(crate::compat::lockserver_http::release));
     }
+    if state.config.serves("rdlm") {
+        use crate::compat::rdlm;
+        router = router
+            .route("/", get(rdlm::welcome))
+            .route("/locks/{resource}", post(rdlm::acquire))
+            .route("/locks/{resource}/{uid}", get(rdlm::get_lock).delete(rdlm::delete_lock))
+            .route("/resources", get(rdlm::list_resources).delete(rdlm::delete_resources))
+            .route("/resources/{resource}", get(rdlm::get_resource).delete(rdlm::delete_resource));
+    }
     router
         .route(
             "/v1/locks/{name}",
@@ -158,6 +167,11 @@ impl PathArgs {
             .find(|(name, _)| *name == key)
             .map(|(_, value)| value)
             .ok_or(ApiError::Internal)
+    }
+
+    /// A parameter as given (percent-decoded), for surfaces with their own rules.
+    pub(crate) fn raw(&self, key: &str) -> Option<&str> {
+        self.get(key).ok()
     }
 
     pub(crate) fn name(&self) -> Result<LockName, ApiError> {
