@@ -26,6 +26,9 @@ use crate::http::{Conn, PathArgs, SharedState};
 
 const HAL: &str = "application/hal+json";
 
+/// A request refused before it reaches the table, as the answer to send (boxed: it is large).
+type Refused = Box<Response>;
+
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
 }
@@ -53,36 +56,37 @@ fn basic_password(headers: &HeaderMap) -> Option<Vec<u8>> {
 
 /// Lock routes: open without a client secret, or with `--rdlm-open`; else the client secret as
 /// a header (`X-LOCKSERVER-SECRET`, Bearer) or as a Basic password.
-fn admit_client(state: &SharedState, headers: &HeaderMap) -> Result<(), Response> {
+fn admit_client(state: &SharedState, headers: &HeaderMap) -> Result<(), Refused> {
     if !state.auth.client_auth_enabled() || state.config.rdlm_open {
         return Ok(());
     }
     if let Some(password) = basic_password(headers) {
         let ok = state.auth.is_client_secret(&password) || state.auth.is_admin_secret(&password);
-        return if ok { Ok(()) } else { Err(unauthorized()) };
+        return if ok { Ok(()) } else { Err(Box::new(unauthorized())) };
     }
-    state.auth.client(headers).map(|_| ()).map_err(|_| unauthorized())
+    state.auth.client(headers).map(|_| ()).map_err(|_| Box::new(unauthorized()))
 }
 
 /// Admin routes: HTTP Basic, any user, the admin secret as password; 403 without one.
-fn admit_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), Response> {
+fn admit_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), Refused> {
     if !state.auth.admin_enabled() {
-        return Err(text(StatusCode::FORBIDDEN, "admin routes are off: no admin secret is set"));
+        let refused = text(StatusCode::FORBIDDEN, "admin routes are off: no admin secret is set");
+        return Err(Box::new(refused));
     }
     match basic_password(headers) {
         Some(password) if state.auth.is_admin_secret(&password) => Ok(()),
-        _ => Err(unauthorized()),
+        _ => Err(Box::new(unauthorized())),
     }
 }
 
 /// A resource name of these routes: `[a-zA-Z0-9]+`.
-fn resource(path: &PathArgs) -> Result<LockName, Response> {
+fn resource(path: &PathArgs) -> Result<LockName, Refused> {
     let name = path.raw("resource").unwrap_or_default();
     if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
-        return Err(text(StatusCode::BAD_REQUEST, "resource names are [a-zA-Z0-9]+"));
+        return Err(Box::new(text(StatusCode::BAD_REQUEST, "resource names are [a-zA-Z0-9]+")));
     }
     LockName::new(name)
-        .map_err(|err| text(StatusCode::BAD_REQUEST, ApiError::from(err).to_string()))
+        .map_err(|err| Box::new(text(StatusCode::BAD_REQUEST, ApiError::from(err).to_string())))
 }
 
 fn uid(path: &PathArgs) -> Option<HoldId> {
@@ -126,11 +130,11 @@ pub(crate) async fn acquire(
     request: Request,
 ) -> Response {
     if let Err(refused) = admit_client(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let name = match resource(&path) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let limit = state.config.limits.max_body_bytes;
     let Ok(bytes) = axum::body::to_bytes(request.into_body(), limit).await else {
@@ -285,11 +289,11 @@ pub(crate) async fn get_lock(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_client(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let name = match resource(&path) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let Some(uid) = uid(&path) else {
         return text(StatusCode::NOT_FOUND, "no such lock");
@@ -307,11 +311,11 @@ pub(crate) async fn delete_lock(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_client(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let name = match resource(&path) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let Some(uid) = uid(&path) else {
         return text(StatusCode::NOT_FOUND, "no such lock");
@@ -405,7 +409,7 @@ pub(crate) async fn list_resources(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_admin(&state, &headers) {
-        return refused;
+        return *refused;
     }
     match rdlm_names(&state, None).await {
         Ok(names) => {
@@ -429,7 +433,7 @@ pub(crate) async fn delete_resources(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_admin(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let names = match rdlm_names(&state, None).await {
         Ok(names) => names,
@@ -450,11 +454,11 @@ pub(crate) async fn get_resource(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_admin(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let name = match resource(&path) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let locks = match rdlm_names(&state, Some(name.clone())).await {
         Ok(mut names) => names.pop().map(|(_, locks)| locks).unwrap_or_default(),
@@ -478,11 +482,11 @@ pub(crate) async fn delete_resource(
     headers: HeaderMap,
 ) -> Response {
     if let Err(refused) = admit_admin(&state, &headers) {
-        return refused;
+        return *refused;
     }
     let name = match resource(&path) {
         Ok(name) => name,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let locks = match rdlm_names(&state, Some(name.clone())).await {
         Ok(mut names) => names.pop().map(|(_, locks)| locks).unwrap_or_default(),
