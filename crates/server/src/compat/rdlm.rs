@@ -26,8 +26,30 @@ use crate::http::{Conn, PathArgs, SharedState};
 
 const HAL: &str = "application/hal+json";
 
-/// A request refused before it reaches the table, as the answer to send (boxed: it is large).
-type Refused = Box<Response>;
+/// A request refused before (or instead of) its work: the answer to send. Boxed, as a response
+/// is large; `?` turns an `ApiError` into one.
+struct Refused(Box<Response>);
+
+impl From<Response> for Refused {
+    fn from(response: Response) -> Refused {
+        Refused(Box::new(response))
+    }
+}
+
+impl From<ApiError> for Refused {
+    fn from(err: ApiError) -> Refused {
+        text(err.status(), err.to_string()).into()
+    }
+}
+
+/// The handler's answer, refused or not.
+fn answer(result: Result<Response, Refused>) -> Response {
+    result.unwrap_or_else(|refused| *refused.0)
+}
+
+fn not_found() -> Refused {
+    text(StatusCode::NOT_FOUND, "no such lock").into()
+}
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
@@ -62,20 +84,20 @@ fn admit_client(state: &SharedState, headers: &HeaderMap) -> Result<(), Refused>
     }
     if let Some(password) = basic_password(headers) {
         let ok = state.auth.is_client_secret(&password) || state.auth.is_admin_secret(&password);
-        return if ok { Ok(()) } else { Err(Box::new(unauthorized())) };
+        return if ok { Ok(()) } else { Err(unauthorized().into()) };
     }
-    state.auth.client(headers).map(|_| ()).map_err(|_| Box::new(unauthorized()))
+    state.auth.client(headers).map(|_| ()).map_err(|_| unauthorized().into())
 }
 
 /// Admin routes: HTTP Basic, any user, the admin secret as password; 403 without one.
 fn admit_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), Refused> {
     if !state.auth.admin_enabled() {
         let refused = text(StatusCode::FORBIDDEN, "admin routes are off: no admin secret is set");
-        return Err(Box::new(refused));
+        return Err(refused.into());
     }
     match basic_password(headers) {
         Some(password) if state.auth.is_admin_secret(&password) => Ok(()),
-        _ => Err(Box::new(unauthorized())),
+        _ => Err(unauthorized().into()),
     }
 }
 
@@ -83,10 +105,10 @@ fn admit_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), Refused> 
 fn resource(path: &PathArgs) -> Result<LockName, Refused> {
     let name = path.raw("resource").unwrap_or_default();
     if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_alphanumeric()) {
-        return Err(Box::new(text(StatusCode::BAD_REQUEST, "resource names are [a-zA-Z0-9]+")));
+        return Err(text(StatusCode::BAD_REQUEST, "resource names are [a-zA-Z0-9]+").into());
     }
     LockName::new(name)
-        .map_err(|err| Box::new(text(StatusCode::BAD_REQUEST, ApiError::from(err).to_string())))
+        .map_err(|err| text(StatusCode::BAD_REQUEST, ApiError::from(err).to_string()).into())
 }
 
 fn uid(path: &PathArgs) -> Option<HoldId> {
@@ -129,12 +151,9 @@ pub(crate) async fn acquire(
     headers: HeaderMap,
     request: Request,
 ) -> Response {
-    if let Err(refused) = admit_client(&state, &headers) {
-        return *refused;
-    }
-    let name = match resource(&path) {
+    let name = match admit_client(&state, &headers).and_then(|()| resource(&path)) {
         Ok(name) => name,
-        Err(refused) => return *refused,
+        Err(refused) => return *refused.0,
     };
     let limit = state.config.limits.max_body_bytes;
     let Ok(bytes) = axum::body::to_bytes(request.into_body(), limit).await else {
@@ -283,26 +302,29 @@ fn links(name: &str, uid: HoldId) -> Value {
     })
 }
 
+/// The lock of a lock route: credential, resource, uid, then the lock itself (or 404).
+async fn lock_target(
+    state: &SharedState,
+    path: &PathArgs,
+    headers: &HeaderMap,
+) -> Result<(LockName, Found), Refused> {
+    admit_client(state, headers)?;
+    let name = resource(path)?;
+    let uid = uid(path).ok_or_else(not_found)?;
+    let found = find(state, &name, uid).await?.ok_or_else(not_found)?;
+    Ok((name, found))
+}
+
 pub(crate) async fn get_lock(
     State(state): State<SharedState>,
     path: PathArgs,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_client(&state, &headers) {
-        return *refused;
-    }
-    let name = match resource(&path) {
-        Ok(name) => name,
-        Err(refused) => return *refused,
-    };
-    let Some(uid) = uid(&path) else {
-        return text(StatusCode::NOT_FOUND, "no such lock");
-    };
-    match find(&state, &name, uid).await {
-        Ok(Some(found)) => hal(&lock_object(name.as_str(), &found)),
-        Ok(None) => text(StatusCode::NOT_FOUND, "no such lock"),
-        Err(err) => text(err.status(), err.to_string()),
-    }
+    answer(
+        lock_target(&state, &path, &headers)
+            .await
+            .map(|(name, found)| hal(&lock_object(name.as_str(), &found))),
+    )
 }
 
 pub(crate) async fn delete_lock(
@@ -310,30 +332,19 @@ pub(crate) async fn delete_lock(
     path: PathArgs,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_client(&state, &headers) {
-        return *refused;
-    }
-    let name = match resource(&path) {
-        Ok(name) => name,
-        Err(refused) => return *refused,
-    };
-    let Some(uid) = uid(&path) else {
-        return text(StatusCode::NOT_FOUND, "no such lock");
-    };
-    match find(&state, &name, uid).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return text(StatusCode::NOT_FOUND, "no such lock"),
-        Err(err) => return text(err.status(), err.to_string()),
-    }
-    match state.node.propose(Command::Release { hold_id: uid, reason: ReleaseReason::Client }).await
-    {
-        Ok(Ok(_)) => StatusCode::NO_CONTENT.into_response(),
-        Ok(Err(lockserver_core::CoreError::NotFound(_))) => {
-            text(StatusCode::NOT_FOUND, "no such lock")
+    answer(
+        async {
+            let (_, found) = lock_target(&state, &path, &headers).await?;
+            let command =
+                Command::Release { hold_id: uid_of(&found), reason: ReleaseReason::Client };
+            match state.node.propose(command).await.map_err(ApiError::from)? {
+                Ok(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+                Err(lockserver_core::CoreError::NotFound(_)) => Err(not_found()),
+                Err(err) => Err(ApiError::from(err).into()),
+            }
         }
-        Ok(Err(err)) => text(ApiError::from(err).status(), "refused"),
-        Err(err) => text(ApiError::from(err).status(), "unavailable; the outcome is unknown"),
-    }
+        .await,
+    )
 }
 
 /// Every RDLM lock (active first, then waiters in FIFO order) of each name with one.
@@ -408,44 +419,54 @@ pub(crate) async fn list_resources(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_admin(&state, &headers) {
-        return *refused;
-    }
-    match rdlm_names(&state, None).await {
-        Ok(names) => {
-            let resources: Vec<Value> = names
+    answer(
+        async {
+            admit_admin(&state, &headers)?;
+            let resources: Vec<Value> = rdlm_names(&state, None)
+                .await?
                 .iter()
                 .map(|(name, _)| {
-                    json!({"name": name, "_links": {"self": {"href": format!("/resources/{name}")}}})
+                    let href = format!("/resources/{name}");
+                    json!({"name": name, "_links": {"self": {"href": href}}})
                 })
                 .collect();
-            hal(&json!({
+            Ok(hal(&json!({
                 "_links": {"self": {"href": "/resources"}},
                 "_embedded": {"resources": resources},
-            }))
+            })))
         }
-        Err(err) => text(err.status(), err.to_string()),
-    }
+        .await,
+    )
 }
 
 pub(crate) async fn delete_resources(
     State(state): State<SharedState>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_admin(&state, &headers) {
-        return *refused;
-    }
-    let names = match rdlm_names(&state, None).await {
-        Ok(names) => names,
-        Err(err) => return text(err.status(), err.to_string()),
-    };
-    for (_, locks) in &names {
-        if let Err(err) = delete_all(&state, locks).await {
-            return text(err.status(), err.to_string());
+    answer(
+        async {
+            admit_admin(&state, &headers)?;
+            let names = rdlm_names(&state, None).await?;
+            for (_, locks) in &names {
+                delete_all(&state, locks).await?;
+            }
+            tracing::info!(resources = names.len(), "admin deleted every RDLM lock");
+            Ok(StatusCode::NO_CONTENT.into_response())
         }
-    }
-    tracing::info!(resources = names.len(), "admin deleted every RDLM lock");
-    StatusCode::NO_CONTENT.into_response()
+        .await,
+    )
+}
+
+/// An admin route's resource and its RDLM locks.
+async fn resource_locks(
+    state: &SharedState,
+    path: &PathArgs,
+    headers: &HeaderMap,
+) -> Result<(LockName, Vec<Found>), Refused> {
+    admit_admin(state, headers)?;
+    let name = resource(path)?;
+    let mut names = rdlm_names(state, Some(name.clone())).await?;
+    Ok((name, names.pop().map(|(_, locks)| locks).unwrap_or_default()))
 }
 
 pub(crate) async fn get_resource(
@@ -453,27 +474,18 @@ pub(crate) async fn get_resource(
     path: PathArgs,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_admin(&state, &headers) {
-        return *refused;
-    }
-    let name = match resource(&path) {
-        Ok(name) => name,
-        Err(refused) => return *refused,
-    };
-    let locks = match rdlm_names(&state, Some(name.clone())).await {
-        Ok(mut names) => names.pop().map(|(_, locks)| locks).unwrap_or_default(),
-        Err(err) => return text(err.status(), err.to_string()),
-    };
-    let mut body = json!({
-        "name": name.as_str(),
-        "_links": {"self": {"href": format!("/resources/{name}")}},
-    });
-    if !locks.is_empty() {
-        let locks: Vec<Value> =
-            locks.iter().map(|found| lock_object(name.as_str(), found)).collect();
-        body["_embedded"] = json!({"locks": locks});
-    }
-    hal(&body)
+    answer(resource_locks(&state, &path, &headers).await.map(|(name, locks)| {
+        let mut body = json!({
+            "name": name.as_str(),
+            "_links": {"self": {"href": format!("/resources/{name}")}},
+        });
+        if !locks.is_empty() {
+            let locks: Vec<Value> =
+                locks.iter().map(|found| lock_object(name.as_str(), found)).collect();
+            body["_embedded"] = json!({"locks": locks});
+        }
+        hal(&body)
+    }))
 }
 
 pub(crate) async fn delete_resource(
@@ -481,25 +493,17 @@ pub(crate) async fn delete_resource(
     path: PathArgs,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refused) = admit_admin(&state, &headers) {
-        return *refused;
-    }
-    let name = match resource(&path) {
-        Ok(name) => name,
-        Err(refused) => return *refused,
-    };
-    let locks = match rdlm_names(&state, Some(name.clone())).await {
-        Ok(mut names) => names.pop().map(|(_, locks)| locks).unwrap_or_default(),
-        Err(err) => return text(err.status(), err.to_string()),
-    };
-    match delete_all(&state, &locks).await {
-        Ok(0) => text(StatusCode::NOT_FOUND, "no lock on this resource"),
-        Ok(deleted) => {
-            tracing::info!(resource = %name, deleted, "admin deleted the RDLM locks of a resource");
-            StatusCode::NO_CONTENT.into_response()
+    answer(async {
+        let (name, locks) = resource_locks(&state, &path, &headers).await?;
+        match delete_all(&state, &locks).await? {
+            0 => Ok(text(StatusCode::NOT_FOUND, "no lock on this resource")),
+            deleted => {
+                tracing::info!(resource = %name, deleted, "admin deleted the RDLM locks of a resource");
+                Ok(StatusCode::NO_CONTENT.into_response())
+            }
         }
-        Err(err) => text(err.status(), err.to_string()),
     }
+    .await)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` in UTC (the original printed server-local time without a zone;
