@@ -163,7 +163,7 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
                 .current_dir(dir.path())
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .args(["--port", "0", "--log-level", "warn", "--ready-file"])
+                .args(["--port", "0", "--locker-port", "0", "--log-level", "warn", "--ready-file"])
                 .arg(&ready)
                 .arg("--data-dir")
                 .arg(dir.path().join("data"));

@@ -26,7 +26,7 @@ class Server:
         ready = os.path.join(self.dir.name, "ready")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSERVER_")}
         self.process = subprocess.Popen(
-            [BINARY, "--port", "0", "--ready-file", ready,
+            [BINARY, "--port", "0", "--locker-port", "0", "--ready-file", ready,
              "--data-dir", os.path.join(self.dir.name, "data"), *args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30

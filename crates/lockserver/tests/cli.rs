@@ -98,8 +98,10 @@ async fn startup_line_and_ready_file_give_the_bound_address() {
     assert_eq!(field(line, "admin"), "off");
     assert_eq!(field(line, "storage"), "in-memory");
     assert_eq!(field(line, "data_dir"), server.data_dir.display().to_string());
+    let locker = field(line, "locker");
+    assert!(locker.starts_with("127.0.0.1:") && !locker.ends_with(":0"), "{line}");
     let contents = std::fs::read_to_string(&ready).expect("ready file written before the line");
-    assert_eq!(contents, format!("http={}\n", server.addr));
+    assert_eq!(contents, format!("http={}\nlocker={locker}\n", server.addr));
     assert_eq!(server.client.get("/readyz").await.status, 200);
 }
 

@@ -182,7 +182,7 @@ async fn a_corrupt_data_dir_is_a_clean_error_not_a_panic() {
 /// anyway is killed after a while, so a missed refusal fails the test instead of hanging it.
 fn start_expecting_refusal(data_dir: &std::path::Path) -> std::process::Output {
     let child = std::process::Command::new(common::BIN)
-        .args(["--port", "0", "--data-dir"])
+        .args(["--port", "0", "--locker-port", "0", "--data-dir"])
         .arg(data_dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

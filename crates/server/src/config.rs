@@ -100,7 +100,7 @@ impl Default for ServerLimits {
 }
 
 /// The compatibility surfaces that `--disable` can turn off.
-pub const SURFACES: &[&str] = &["lockserver-http", "rdlm"];
+pub const SURFACES: &[&str] = &["lockserver-http", "rdlm", "locker"];
 
 /// The resolved configuration the server runs with.
 #[derive(Clone, Debug)]
@@ -128,6 +128,10 @@ pub struct Config {
     /// RDLM lock routes without a credential even when a client secret is set (rdlm-py sends
     /// none). For trusted networks; announced at start-up.
     pub rdlm_open: bool,
+    /// The locker protocol's listener (it has no authentication: loopback unless asked).
+    pub locker_bind: IpAddr,
+    /// 0 picks a free port.
+    pub locker_port: u16,
     pub limits: ServerLimits,
     /// A tracing filter: `info`, `debug`, `lockserver_server=debug,info`, ...
     pub log_level: String,
@@ -151,6 +155,8 @@ impl Default for Config {
             disabled: Vec::new(),
             public_url: None,
             rdlm_open: false,
+            locker_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            locker_port: 4545,
             limits: ServerLimits::default(),
             log_level: "info".into(),
             ready_file: None,
@@ -302,7 +308,8 @@ struct Flags {
     #[arg(long, env = "LOCKSERVER_WS_MAX_BUFFER_BYTES", value_name = "BYTES")]
     ws_max_buffer_bytes: Option<usize>,
     /// Compatibility surfaces to turn off, comma-separated: lockserver-http (the original
-    /// Lockserver's POST /acquire and /release), rdlm (the RDLM REST API) [default: none].
+    /// Lockserver's POST /acquire and /release), rdlm (the RDLM REST API), locker (the locker
+    /// TCP protocol) [default: none].
     #[arg(long, env = "LOCKSERVER_DISABLE", value_name = "LIST")]
     disable: Option<String>,
     /// Base URL of RDLM Location headers, e.g. http://locks.example:8080 [default: from the
@@ -314,6 +321,16 @@ struct Flags {
     #[arg(long, env = "LOCKSERVER_RDLM_OPEN", value_name = "BOOL", num_args = 0..=1,
           default_missing_value = "true")]
     rdlm_open: Option<bool>,
+    /// Address of the locker protocol's listener; it has no authentication [default:
+    /// 127.0.0.1].
+    #[arg(long, env = "LOCKSERVER_LOCKER_BIND", value_name = "IP")]
+    locker_bind: Option<IpAddr>,
+    /// Port of the locker protocol's listener; 0 picks a free one [default: 4545].
+    #[arg(long, env = "LOCKSERVER_LOCKER_PORT", value_name = "PORT")]
+    locker_port: Option<u16>,
+    /// No locker listener (the same as --disable locker).
+    #[arg(long)]
+    no_locker: bool,
     /// Log filter: error, warn, info, debug, trace, or a tracing directive [default: info].
     #[arg(long, env = "LOCKSERVER_LOG_LEVEL", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -347,6 +364,8 @@ struct FileConfig {
     disable: Option<String>,
     public_url: Option<String>,
     rdlm_open: Option<bool>,
+    locker_bind: Option<IpAddr>,
+    locker_port: Option<u16>,
     log_level: Option<String>,
     ready_file: Option<PathBuf>,
 }
@@ -527,9 +546,14 @@ impl Layers<'_> {
             ws_heartbeat_ms: self
                 .pick(flags.ws_heartbeat_ms, "LOCKSERVER_WS_HEARTBEAT_MS", file.ws_heartbeat_ms)?
                 .unwrap_or(defaults.ws_heartbeat_ms),
-            disabled: parse_surfaces(
-                &self.pick(flags.disable, "LOCKSERVER_DISABLE", file.disable)?.unwrap_or_default(),
-            )?,
+            disabled: {
+                let list = self.pick(flags.disable, "LOCKSERVER_DISABLE", file.disable)?;
+                let mut disabled = parse_surfaces(&list.unwrap_or_default())?;
+                if flags.no_locker && !disabled.iter().any(|surface| surface == "locker") {
+                    disabled.push("locker".into());
+                }
+                disabled
+            },
             public_url: self.pick(flags.public_url, "LOCKSERVER_PUBLIC_URL", file.public_url)?,
             rdlm_open: match flags.rdlm_open {
                 Some(value) => value,
@@ -543,6 +567,12 @@ impl Layers<'_> {
                     None => file.rdlm_open.unwrap_or(false),
                 },
             },
+            locker_bind: self
+                .pick(flags.locker_bind, "LOCKSERVER_LOCKER_BIND", file.locker_bind)?
+                .unwrap_or(defaults.locker_bind),
+            locker_port: self
+                .pick(flags.locker_port, "LOCKSERVER_LOCKER_PORT", file.locker_port)?
+                .unwrap_or(defaults.locker_port),
             limits: ServerLimits {
                 max_names: self
                     .pick(flags.max_names, "LOCKSERVER_MAX_NAMES", file.max_names)?

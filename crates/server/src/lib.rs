@@ -58,6 +58,8 @@ pub struct Server {
     config: Config,
     listener: TcpListener,
     http_addr: SocketAddr,
+    /// The locker protocol's listener, unless it is disabled.
+    locker: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Server {
@@ -69,7 +71,18 @@ impl Server {
             TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let http_addr =
             listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Server { config, listener, http_addr })
+        let locker = if config.serves("locker") {
+            let addr = SocketAddr::new(config.locker_bind, config.locker_port);
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let bound =
+                listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+            Some((listener, bound))
+        } else {
+            None
+        };
+        Ok(Server { config, listener, http_addr, locker })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -82,7 +95,8 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { config, listener, http_addr } = self;
+        let Server { config, listener, http_addr, locker } = self;
+        let locker_addr = locker.as_ref().map(|(_, addr)| *addr);
         if !config.in_memory {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
@@ -96,8 +110,10 @@ impl Server {
             Arc::new(http::AppState::new(node.clone(), config.clone(), shutdown_rx.clone()));
         let router = http::router(state.clone());
 
-        let line = startup_line(&config, http_addr);
-        announce(&config, &line, http_addr)?;
+        let line = startup_line(&config, http_addr, locker_addr);
+        announce(&config, &line, http_addr, locker_addr)?;
+        let locker_task = locker
+            .map(|(listener, _)| tokio::spawn(compat::locker::serve(listener, state.clone())));
 
         let signal = tokio::spawn(async move {
             shutdown.await;
@@ -105,6 +121,9 @@ impl Server {
             let _ = shutdown_tx.send(true);
         });
         listener::serve(listener, router, state, shutdown_rx).await;
+        if let Some(task) = locker_task {
+            let _ = task.await; // stops accepting once shutdown starts
+        }
         signal.abort();
         // The node acknowledges a write only once it is durable, so nothing acknowledged is
         // pending here; shutting it down stops the tickers and closes the log cleanly.
@@ -139,11 +158,17 @@ fn node_config(config: &Config) -> NodeConfig {
 
 /// The fixed-format start-up line (stdout), one `key=value` per field, the data directory
 /// last because a path may contain spaces:
-/// `lockserver listening http=127.0.0.1:8080 auth=off admin=off storage=durable data_dir=./lockserver-data`
-pub fn startup_line(config: &Config, http_addr: SocketAddr) -> String {
+/// `lockserver listening http=127.0.0.1:8080 locker=127.0.0.1:4545 auth=off admin=off storage=durable data_dir=./lockserver-data`
+/// (`locker=off` when that surface is disabled).
+pub fn startup_line(
+    config: &Config,
+    http_addr: SocketAddr,
+    locker_addr: Option<SocketAddr>,
+) -> String {
     let on_off = |on: bool| if on { "on" } else { "off" };
+    let locker = locker_addr.map_or_else(|| "off".to_string(), |addr| addr.to_string());
     format!(
-        "lockserver listening http={http_addr} auth={} admin={} storage={} data_dir={}",
+        "lockserver listening http={http_addr} locker={locker} auth={} admin={} storage={} data_dir={}",
         on_off(config.secret.is_some()),
         on_off(config.admin_secret.is_some()),
         if config.in_memory { "in-memory" } else { "durable" },
@@ -151,7 +176,18 @@ pub fn startup_line(config: &Config, http_addr: SocketAddr) -> String {
     )
 }
 
-fn announce(config: &Config, line: &str, http_addr: SocketAddr) -> Result<(), ServerError> {
+fn announce(
+    config: &Config,
+    line: &str,
+    http_addr: SocketAddr,
+    locker_addr: Option<SocketAddr>,
+) -> Result<(), ServerError> {
+    if let Some(addr) = locker_addr.filter(|addr| !addr.ip().is_loopback()) {
+        tracing::warn!(
+            %addr,
+            "the locker protocol has no authentication and no TLS, and listens beyond loopback"
+        );
+    }
     if config.secret.is_none() {
         tracing::warn!(
             "no LOCKSERVER_SECRET set: authentication is off and the server listens on \
@@ -171,7 +207,7 @@ fn announce(config: &Config, line: &str, http_addr: SocketAddr) -> Result<(), Se
         in_memory = config.in_memory, auth = config.secret.is_some(), "lockserver listening");
     // The ready file first: whoever reads the line may look for the file at once.
     if let Some(path) = &config.ready_file {
-        write_ready_file(path, http_addr)
+        write_ready_file(path, http_addr, locker_addr)
             .map_err(|source| ServerError::ReadyFile { path: path.clone(), source })?;
     }
     use std::io::Write as _;
@@ -181,12 +217,21 @@ fn announce(config: &Config, line: &str, http_addr: SocketAddr) -> Result<(), Se
     Ok(())
 }
 
-/// Writes `http=ADDR` lines to a temporary file and renames it, so a reader never sees half.
-fn write_ready_file(path: &Path, http_addr: SocketAddr) -> std::io::Result<()> {
+/// Writes `http=ADDR` (and `locker=ADDR`) lines to a temporary file and renames it, so a
+/// reader never sees half.
+fn write_ready_file(
+    path: &Path,
+    http_addr: SocketAddr,
+    locker_addr: Option<SocketAddr>,
+) -> std::io::Result<()> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
-    std::fs::write(&temporary, format!("http={http_addr}\n"))?;
+    let mut text = format!("http={http_addr}\n");
+    if let Some(addr) = locker_addr {
+        text.push_str(&format!("locker={addr}\n"));
+    }
+    std::fs::write(&temporary, text)?;
     std::fs::rename(&temporary, path)
 }
 

@@ -60,7 +60,7 @@ impl Server {
         let stderr_path = dir.path().join("stderr.log");
         let mut command = Command::new(BIN);
         command
-            .args(["--port", "0", "--data-dir"])
+            .args(["--port", "0", "--locker-port", "0", "--data-dir"])
             .arg(&data_dir)
             .args(&start.args)
             .current_dir(&cwd)

@@ -3,7 +3,9 @@
 //! with native holds of the same name.
 //!
 //! - [`lockserver_http`]: the original Lockserver's `POST /acquire` and `POST /release`.
+//! - [`locker`]: the locker binary TCP protocol, on its own listener.
 //! - [`rdlm`]: the RDLM REST API (`/locks/{resource}`, admin `/resources`).
 
+pub(crate) mod locker;
 pub(crate) mod lockserver_http;
 pub(crate) mod rdlm;
