@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the systems lockbench compares Lockserver with, from their usual sources (never
 # vendored): Redis, etcd and PostgreSQL from Debian, the original Lockserver (crate lockserver
-# 0.1.3) from crates.io into .tools/. Idempotent: installs only what is missing.
+# 0.1.3) from crates.io and the original locker (npm locker-server 0.1.3) into .tools/.
+# Idempotent: installs only what is missing.
 #   bench/setup.sh          everything
 #   bench/setup.sh --quick  only what `lockbench run --quick` needs (Redis)
 set -euo pipefail
@@ -33,6 +34,11 @@ for service in redis-server etcd postgresql; do
     fi
 done
 
+if ! $quick && [ ! -d .tools/node/node_modules/locker-server ]; then
+    echo "setup: installing the original locker (npm locker-server 0.1.3) into .tools/node"
+    mkdir -p .tools/node
+    npm install --silent --no-audit --no-fund --prefix .tools/node locker-server@0.1.3
+fi
 if ! $quick && [ ! -x .tools/bin/lockserver ]; then
     echo "setup: installing the original Lockserver (crate lockserver 0.1.3) into .tools"
     cargo install lockserver --version 0.1.3 --root .tools

@@ -36,6 +36,8 @@ pub enum Grant {
     Native(String),
     /// Lockserver's streaming session: the hold id.
     Stream(String),
+    /// The locker protocol: the lock's sequence.
+    Locker(u32),
     /// The original Lockserver: released by name and owner.
     Original(String),
     /// etcd: the lock's key (base64, as the gateway gave it).
@@ -58,6 +60,7 @@ const REDIS_RELEASE: &str =
 pub enum Client {
     Native { http: Http, ttl_ms: Option<u64> },
     Stream { ws: Ws, ttl_ms: Option<u64>, next_id: u64 },
+    Locker { stream: TcpStream, ttl_ms: Option<u64>, next_seq: u32 },
     Original { http: Http, owner: String, secret: String },
     Etcd { http: Http, lease: String },
     Redis { conn: Resp, release_sha: String, ttl_ms: u64, next: u64, id: usize },
@@ -97,6 +100,13 @@ impl Client {
                     return Err(format!("hello answered {reply}"));
                 }
                 Ok(Client::Stream { ws, ttl_ms, next_id: 1 })
+            }
+            Protocol::Locker => {
+                let stream = TcpStream::connect(endpoint.addr)
+                    .await
+                    .map_err(|err| format!("locker connect: {err}"))?;
+                let _ = stream.set_nodelay(true);
+                Ok(Client::Locker { stream, ttl_ms, next_seq: 0 })
             }
             Protocol::Original { secret } => Ok(Client::Original {
                 http: Http::connect(endpoint.addr).await?,
@@ -204,6 +214,23 @@ impl Client {
                     Err(format!("acquire answered {reply}"))
                 }
             }
+            Client::Locker { stream, ttl_ms, next_seq } => {
+                *next_seq += 1;
+                let seq = *next_seq;
+                let wait_ms = match wait {
+                    Wait::Try => 0,
+                    Wait::For(wait) => wait.as_millis().min(u128::from(u32::MAX)) as u32,
+                };
+                // The protocol has no "hold forever": a long maximum hold stands in for none.
+                let timeout_ms = ttl_ms.map_or(3_600_000, |ms| ms.min(u64::from(u32::MAX))) as u32;
+                let request = locker_frame(seq, wait_ms, timeout_ms, 1, name);
+                let (action, result) = locker_call(stream, &request, seq).await?;
+                match (action, result) {
+                    (1, 1) => Ok(Outcome::Granted(Grant::Locker(seq))),
+                    (1, 0) => Ok(Outcome::NotGranted),
+                    other => Err(format!("locker lock answered {other:?}")),
+                }
+            }
             Client::Original { http, owner, secret } => {
                 let body = format!(r#"{{"resource":"{name}","owner":"{owner}"}}"#);
                 let headers = [("x-lockserver-secret", secret.as_str())];
@@ -309,6 +336,13 @@ impl Client {
                     Err(format!("release answered {reply}"))
                 }
             }
+            (Client::Locker { stream, .. }, Grant::Locker(seq)) => {
+                let request = locker_frame(seq, 0, 0, 0, "");
+                match locker_call(stream, &request, seq).await? {
+                    (0, 1) => Ok(()),
+                    other => Err(format!("locker unlock answered {other:?}")),
+                }
+            }
             (Client::Original { http, owner, secret }, Grant::Original(name)) => {
                 let body = format!(r#"{{"resource":"{name}","owner":"{owner}"}}"#);
                 let headers = [("x-lockserver-secret", secret.as_str())];
@@ -340,6 +374,30 @@ impl Client {
                 }
             }
             _ => Err("a grant released through another system's client".into()),
+        }
+    }
+}
+
+/// One locker request: `u8 L` · `u32 seq` · `u32 wait` · `u32 timeout` · `u8 action` · name.
+fn locker_frame(seq: u32, wait_ms: u32, timeout_ms: u32, action: u8, name: &str) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(14 + name.len());
+    frame.push(name.len() as u8);
+    frame.extend_from_slice(&seq.to_le_bytes());
+    frame.extend_from_slice(&wait_ms.to_le_bytes());
+    frame.extend_from_slice(&timeout_ms.to_le_bytes());
+    frame.push(action);
+    frame.extend_from_slice(name.as_bytes());
+    frame
+}
+
+/// Sends a locker request and reads 6-byte replies until the one for `seq`.
+async fn locker_call(stream: &mut TcpStream, request: &[u8], seq: u32) -> Result<(u8, u8), Error> {
+    stream.write_all(request).await.map_err(|err| format!("locker write: {err}"))?;
+    loop {
+        let mut reply = [0u8; 6];
+        stream.read_exact(&mut reply).await.map_err(|err| format!("locker read: {err}"))?;
+        if u32::from_le_bytes([reply[0], reply[1], reply[2], reply[3]]) == seq {
+            return Ok((reply[4], reply[5]));
         }
     }
 }

@@ -178,7 +178,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
                     rows.extend(measure(&system, workload, timing, quick).await?);
                 }
             }
-            if lockserver && workloads.iter().any(|w| w == "scale") {
+            // The table's memory does not depend on the surface: scale runs over HTTP only.
+            let scales = name.starts_with("lockserver-http");
+            if scales && workloads.iter().any(|w| w == "scale") {
                 let tuning = Tuning { max_holds: Some(held + 10_000) };
                 let system = start(name, &paths, &tuning)?;
                 rows.push(scale(&system, held, timing).await?);

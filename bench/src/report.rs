@@ -38,6 +38,7 @@ fn anchor(row: &Row) -> Option<&'static str> {
         ("uncontended", "lockserver-http-mem") => Some("lockserver-orig"),
         ("uncontended", "lockserver-http") => Some("etcd"),
         ("uncontended" | "hot", "lockserver-ws") => Some("redis"),
+        ("uncontended" | "hot", "lockserver-locker") => Some("locker-orig"),
         ("hot", "lockserver-http-mem" | "lockserver-http") => Some("redis"),
         _ => None,
     }

@@ -24,16 +24,18 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The systems this version of Lockserver can be benchmarked on; the others arrive with the
-/// surface they need (the locker protocol, clustering).
+/// surface they need (clustering).
 pub const AVAILABLE: &[&str] = &[
     "lockserver-http",
     "lockserver-http-mem",
     "lockserver-ws",
+    "lockserver-locker",
     "redis",
     "etcd",
     "etcd-cluster3",
     "pg",
     "lockserver-orig",
+    "locker-orig",
 ];
 
 /// Whether `name` is this Lockserver (on any surface), as opposed to an anchor.
@@ -62,6 +64,8 @@ pub enum Protocol {
     Native,
     /// The streaming session (`GET /v1/session`, WebSocket).
     Stream,
+    /// The locker binary TCP protocol (ours and the original's).
+    Locker,
     Original {
         secret: String,
     },
@@ -156,7 +160,7 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
         spawn(command, log_file(dir.path(), "stdout")?, log_file(dir.path(), "stderr")?, name)
     };
     match name {
-        "lockserver-http" | "lockserver-http-mem" | "lockserver-ws" => {
+        "lockserver-http" | "lockserver-http-mem" | "lockserver-ws" | "lockserver-locker" => {
             let ready = dir.path().join("ready");
             let mut command = Command::new(&paths.lockserver);
             command
@@ -175,16 +179,20 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             }
             let child = spawn_here(command)?;
             // The port is known once the server is ready (it binds port 0).
-            let protocol =
-                if name == "lockserver-ws" { Protocol::Stream } else { Protocol::Native };
+            let protocol = match name {
+                "lockserver-ws" => Protocol::Stream,
+                "lockserver-locker" => Protocol::Locker,
+                _ => Protocol::Native,
+            };
+            let surface = if name == "lockserver-locker" { "locker=" } else { "http=" };
             let endpoint = Endpoint { addr: loopback(0), protocol };
             let mut running = Running::new(name, endpoint, child, dir);
             let text = wait_for_file(&ready, Duration::from_secs(60), name)?;
             running.endpoint.addr = text
                 .lines()
-                .find_map(|line| line.strip_prefix("http="))
+                .find_map(|line| line.strip_prefix(surface))
                 .and_then(|addr| addr.trim().parse().ok())
-                .ok_or_else(|| format!("{name}: no http= line in its ready file"))?;
+                .ok_or_else(|| format!("{name}: no {surface} line in its ready file"))?;
             Ok(running)
         }
         "lockserver-orig" => {
@@ -202,6 +210,22 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             let child = spawn_here(command)?;
             let endpoint =
                 Endpoint { addr: loopback(port), protocol: Protocol::Original { secret } };
+            let running = Running::new(name, endpoint, child, dir);
+            wait_for_port(running.endpoint.addr, name)?;
+            Ok(running)
+        }
+        "locker-orig" => {
+            let package = paths.tools.join("node/node_modules/locker-server");
+            require(&package, "the original locker (npm locker-server 0.1.3)")?;
+            let port = free_port()?;
+            let script = format!(
+                "new (require({:?}))().listen({port}, '127.0.0.1')",
+                package.display().to_string()
+            );
+            let mut command = Command::new(find_binary("node", &[])?);
+            command.current_dir(dir.path()).args(["--no-deprecation", "-e", &script]);
+            let child = spawn_here(command)?;
+            let endpoint = Endpoint { addr: loopback(port), protocol: Protocol::Locker };
             let running = Running::new(name, endpoint, child, dir);
             wait_for_port(running.endpoint.addr, name)?;
             Ok(running)
