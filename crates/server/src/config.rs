@@ -465,6 +465,28 @@ impl Layers<'_> {
         Ok(file)
     }
 
+    /// A yes/no option: the flag/environment, else `.env` (which also takes yes/no words),
+    /// else the file.
+    fn pick_bool(
+        &self,
+        flag: Option<bool>,
+        key: &str,
+        file: Option<bool>,
+    ) -> Result<Option<bool>, ConfigError> {
+        if flag.is_some() {
+            return Ok(flag);
+        }
+        match self.dotenv.get(key) {
+            Some(text) => parse_bool(text).map(Some).map_err(|detail| ConfigError::Value {
+                source_name: ".env",
+                key: key.into(),
+                value: text.clone(),
+                detail,
+            }),
+            None => Ok(file),
+        }
+    }
+
     fn resolve(&self, flags: Flags, file: FileConfig) -> Result<Config, ConfigError> {
         let defaults = Config::default();
         let limit_defaults = ServerLimits::default();
@@ -481,18 +503,7 @@ impl Layers<'_> {
             Some(port) => Some(port),
             None => dotenv_value(self.dotenv, "LOCKSERVER_HTTP_PORT")?,
         };
-        let in_memory = match flags.in_memory {
-            Some(value) => Some(value),
-            None => match self.dotenv.get("LOCKSERVER_IN_MEMORY") {
-                Some(text) => Some(parse_bool(text).map_err(|detail| ConfigError::Value {
-                    source_name: ".env",
-                    key: "LOCKSERVER_IN_MEMORY".into(),
-                    value: text.clone(),
-                    detail,
-                })?),
-                None => file.in_memory,
-            },
-        };
+        let in_memory = self.pick_bool(flags.in_memory, "LOCKSERVER_IN_MEMORY", file.in_memory)?;
         let file_secret =
             |value: Option<String>, key: &str| -> Result<Option<Secret>, ConfigError> {
                 value
@@ -555,18 +566,9 @@ impl Layers<'_> {
                 disabled
             },
             public_url: self.pick(flags.public_url, "LOCKSERVER_PUBLIC_URL", file.public_url)?,
-            rdlm_open: match flags.rdlm_open {
-                Some(value) => value,
-                None => match self.dotenv.get("LOCKSERVER_RDLM_OPEN") {
-                    Some(text) => parse_bool(text).map_err(|detail| ConfigError::Value {
-                        source_name: ".env",
-                        key: "LOCKSERVER_RDLM_OPEN".into(),
-                        value: text.clone(),
-                        detail,
-                    })?,
-                    None => file.rdlm_open.unwrap_or(false),
-                },
-            },
+            rdlm_open: self
+                .pick_bool(flags.rdlm_open, "LOCKSERVER_RDLM_OPEN", file.rdlm_open)?
+                .unwrap_or(defaults.rdlm_open),
             locker_bind: self
                 .pick(flags.locker_bind, "LOCKSERVER_LOCKER_BIND", file.locker_bind)?
                 .unwrap_or(defaults.locker_bind),
