@@ -241,22 +241,21 @@ fn handle(
             }));
         }
         UNLOCK => {
-            let Some(slot) = slots.remove(&seq) else {
-                return reply(output, seq, UNLOCK, false);
-            };
-            let hold_id = match slot {
-                Slot::Held(hold_id) => hold_id,
-                // Withdrawing a waiting request: it answers (seq,1,0); the unlock (seq,0,0).
-                Slot::Waiting(hold_id) => {
+            let hold_id = match slots.get(&seq).copied() {
+                None => return reply(output, seq, UNLOCK, false),
+                // Withdrawing a waiting request: its wait end answers it (seq,1,0) and frees the
+                // slot; the unlock itself answers (seq,0,0).
+                Some(Slot::Waiting(hold_id)) => {
                     let release = Command::Release { hold_id, reason: ReleaseReason::Client };
                     let node = state.node.clone();
                     tokio::spawn(async move {
                         let _ = node.propose(release).await;
                     });
-                    slots.insert(seq, Slot::Waiting(hold_id));
                     return reply(output, seq, UNLOCK, false);
                 }
+                Some(Slot::Held(hold_id)) => hold_id,
             };
+            slots.remove(&seq);
             by_hold.remove(&hold_id);
             let release = Command::Release { hold_id, reason: ReleaseReason::Client };
             let node = state.node.clone();
