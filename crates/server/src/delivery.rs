@@ -61,19 +61,22 @@ impl Drop for HoldGuard {
         if !self.armed {
             return;
         }
-        // Drop must not block: hand the release to the runtime. Without a runtime (process
-        // teardown) the hold's TTL or session ends it, as after a crash.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let node = self.node.clone();
-        let command = Command::Release { hold_id: self.hold_id, reason: self.reason };
         tracing::debug!(hold_id = %self.hold_id, reason = ?self.reason, "releasing an undelivered request");
-        runtime.spawn(async move {
-            // Not found is fine: the wait ended or the node released it first.
-            let _ = node.propose(command).await;
-        });
+        release_later(&self.node, self.hold_id, self.reason);
     }
+}
+
+/// Releases a hold (or withdraws a waiter) without waiting for the answer: for callers that
+/// must not block (a `Drop`) or have no one to tell. Without a runtime (process teardown) the
+/// hold's TTL or session ends it, as after a crash. Not found is fine: it ended meanwhile.
+pub(crate) fn release_later(node: &Node, hold_id: HoldId, reason: ReleaseReason) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let node = node.clone();
+    runtime.spawn(async move {
+        let _ = node.propose(Command::Release { hold_id, reason }).await;
+    });
 }
 
 /// What an open connection holds while its socket lives: its permit under the connection

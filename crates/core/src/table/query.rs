@@ -28,6 +28,7 @@ pub struct NameView {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct WaiterView {
     pub hold_id: HoldId,
+    pub name: LockName,
     pub owner: Arc<str>,
     pub holder: Holder,
     pub mode: Option<Mode>,
@@ -97,6 +98,7 @@ impl Table {
         let waiting_ms = now_ms.saturating_sub(wait.since_ms);
         Some(WaiterView {
             hold_id: id,
+            name: entry.name.clone(),
             owner: entry.owner.clone(),
             holder: entry.holder.clone(),
             mode: (kind == NameKind::Lock).then_some(entry.mode),

@@ -22,6 +22,7 @@ use lockserver_node::{InboxKey, NodeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::delivery::release_later;
 use crate::http::{shutdown_started, SharedState};
 
 const HEADER: usize = 14;
@@ -46,24 +47,20 @@ struct Request {
     name: Vec<u8>,
 }
 
-/// Takes one whole request off the front of `buffer`, if it holds one.
-fn take_request(buffer: &mut Vec<u8>) -> Option<Request> {
-    let len = usize::from(*buffer.first()?);
-    if buffer.len() < HEADER + len {
-        return None;
-    }
-    let word = |at: usize| {
-        u32::from_le_bytes([buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]])
-    };
+/// The whole request at the front of `bytes`, if there is one, and its length.
+fn parse_request(bytes: &[u8]) -> Option<(Request, usize)> {
+    let len = usize::from(*bytes.first()?);
+    let frame = bytes.get(..HEADER + len)?;
+    let word =
+        |at: usize| u32::from_le_bytes([frame[at], frame[at + 1], frame[at + 2], frame[at + 3]]);
     let request = Request {
         seq: word(1),
         wait_ms: word(5),
         timeout_ms: word(9),
-        action: buffer[13],
-        name: buffer[HEADER..HEADER + len].to_vec(),
+        action: frame[13],
+        name: frame[HEADER..].to_vec(),
     };
-    buffer.drain(..HEADER + len);
-    Some(request)
+    Some((request, HEADER + len))
 }
 
 fn reply(out: &mut Vec<u8>, seq: u32, action: u8, ok: bool) {
@@ -160,9 +157,7 @@ async fn connection(mut stream: TcpStream, state: SharedState) {
                         other => {
                             if other.is_err() {
                                 // Outcome unknown: give back whatever it may have created.
-                                let release = Command::Release { hold_id, reason: ReleaseReason::Client };
-                                let node = node.clone();
-                                tokio::spawn(async move { let _ = node.propose(release).await; });
+                                release_later(&node, hold_id, ReleaseReason::Client);
                             }
                             slots.remove(&seq);
                             by_hold.remove(&hold_id);
@@ -180,9 +175,13 @@ async fn connection(mut stream: TcpStream, state: SharedState) {
                     Ok(read) => read,
                 };
                 input.extend_from_slice(&chunk[..read]);
-                while let Some(request) = take_request(&mut input) {
+                // Every whole request of the chunk, then one shift of the partial rest.
+                let mut used = 0;
+                while let Some((request, len)) = parse_request(&input[used..]) {
+                    used += len;
                     handle(&state, conn_id, request, &mut slots, &mut by_hold, &mut inflight, &mut output);
                 }
+                input.drain(..used);
             }
             () = &mut shutdown => break,
         }
@@ -246,11 +245,7 @@ fn handle(
                 // Withdrawing a waiting request: its wait end answers it (seq,1,0) and frees the
                 // slot; the unlock itself answers (seq,0,0).
                 Some(Slot::Waiting(hold_id)) => {
-                    let release = Command::Release { hold_id, reason: ReleaseReason::Client };
-                    let node = state.node.clone();
-                    tokio::spawn(async move {
-                        let _ = node.propose(release).await;
-                    });
+                    release_later(&state.node, hold_id, ReleaseReason::Client);
                     return reply(output, seq, UNLOCK, false);
                 }
                 Some(Slot::Held(hold_id)) => hold_id,
@@ -285,16 +280,21 @@ mod tests {
     fn requests_parse_whole_whatever_the_split() {
         let mut stream = frame(7, 1000, u32::MAX, LOCK, b"db");
         stream.extend(frame(8, 0, 0, UNLOCK, b""));
+        // Reads whole requests off the front, as the connection loop does.
+        fn take_all(buffer: &mut Vec<u8>, got: &mut Vec<Request>) {
+            let mut used = 0;
+            while let Some((request, len)) = parse_request(&buffer[used..]) {
+                used += len;
+                got.push(request);
+            }
+            buffer.drain(..used);
+        }
         for cut in 0..stream.len() {
             let mut buffer = stream[..cut].to_vec();
             let mut got = Vec::new();
-            while let Some(request) = take_request(&mut buffer) {
-                got.push(request);
-            }
+            take_all(&mut buffer, &mut got);
             buffer.extend_from_slice(&stream[cut..]);
-            while let Some(request) = take_request(&mut buffer) {
-                got.push(request);
-            }
+            take_all(&mut buffer, &mut got);
             assert!(buffer.is_empty());
             assert_eq!(got.len(), 2, "cut at {cut}");
             assert_eq!(

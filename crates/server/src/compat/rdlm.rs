@@ -249,17 +249,14 @@ async fn find(
     let name = name.clone();
     let found = state
         .node
-        .read(move |table, now| {
-            if let Some(hold) = table.hold(uid, now) {
-                return (hold.name == name).then_some(Found::Active(hold));
-            }
-            let waiters = table.name_view(&name, now).waiters;
-            waiters.into_iter().find(|waiter| waiter.hold_id == uid).map(Found::Waiting)
+        .read(move |table, now| match table.hold(uid, now) {
+            Some(hold) => Some(Found::Active(hold)),
+            None => table.waiter(uid, now).map(Found::Waiting),
         })
         .await?;
     Ok(found.filter(|found| match found {
-        Found::Active(hold) => hold.holder == Holder::Rdlm(uid),
-        Found::Waiting(waiter) => waiter.holder == Holder::Rdlm(uid),
+        Found::Active(hold) => hold.name == name && hold.holder == Holder::Rdlm(uid),
+        Found::Waiting(waiter) => waiter.name == name && waiter.holder == Holder::Rdlm(uid),
     }))
 }
 
