@@ -10,32 +10,24 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "rdlm-admin";
 
-fn basic(password: &str) -> String {
-    // "user:password" in base64, by hand (the test avoids depending on the server's crates).
-    let raw = format!("anyone:{password}");
-    let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in raw.as_bytes().chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(table[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
+/// The credential a request carries.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    Nothing,
+    /// HTTP Basic: any user name, this password.
+    Basic(&'a str),
+    Bearer(&'a str),
 }
 
-async fn send(server: &Server, method: &str, path: &str, auth: Option<&str>, body: &str) -> Resp {
+async fn send(server: &Server, method: &str, path: &str, auth: Auth<'_>, body: &str) -> Resp {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
     let mut request = reqwest::Client::new()
         .request(method, format!("{}{path}", server.base))
         .body(body.to_string());
-    if let Some(auth) = auth {
-        request = request.header("authorization", auth);
+    match auth {
+        Auth::Nothing => {}
+        Auth::Basic(password) => request = request.basic_auth("anyone", Some(password)),
+        Auth::Bearer(secret) => request = request.bearer_auth(secret),
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
@@ -46,7 +38,7 @@ async fn send(server: &Server, method: &str, path: &str, auth: Option<&str>, bod
 }
 
 async fn lock(server: &Server, resource: &str, body: Value) -> Resp {
-    send(server, "POST", &format!("/locks/{resource}"), None, &body.to_string()).await
+    send(server, "POST", &format!("/locks/{resource}"), Auth::Nothing, &body.to_string()).await
 }
 
 fn path_of(location: &str) -> String {
@@ -57,7 +49,7 @@ fn path_of(location: &str) -> String {
 #[tokio::test]
 async fn a_lock_is_created_viewed_and_deleted() {
     let server = Server::start(&[]);
-    assert_eq!(send(&server, "GET", "/", None, "").await.status, 200);
+    assert_eq!(send(&server, "GET", "/", Auth::Nothing, "").await.status, 200);
     let created =
         lock(&server, "res1", json!({"title": {"job": 7}, "wait": 2.9, "lifetime": "30"})).await;
     assert_eq!(created.status, 201, "{created:?}");
@@ -66,7 +58,7 @@ async fn a_lock_is_created_viewed_and_deleted() {
     let uid = location.rsplit('/').next().unwrap().to_string();
     assert_eq!(uid.len(), 32);
 
-    let view = send(&server, "GET", &path_of(&location), None, "").await;
+    let view = send(&server, "GET", &path_of(&location), Auth::Nothing, "").await;
     assert_eq!(view.status, 200);
     assert_eq!(view.header("content-type"), "application/hal+json");
     let body = &view.body;
@@ -83,14 +75,14 @@ async fn a_lock_is_created_viewed_and_deleted() {
     assert_eq!(native.body["holders"][0]["hold_id"], uid.as_str());
     server.client.lock("res1", json!({})).await.assert_error(409, "locked");
 
-    assert_eq!(send(&server, "DELETE", &path_of(&location), None, "").await.status, 204);
-    assert_eq!(send(&server, "DELETE", &path_of(&location), None, "").await.status, 404);
-    assert_eq!(send(&server, "GET", &path_of(&location), None, "").await.status, 404);
+    assert_eq!(send(&server, "DELETE", &path_of(&location), Auth::Nothing, "").await.status, 204);
+    assert_eq!(send(&server, "DELETE", &path_of(&location), Auth::Nothing, "").await.status, 404);
+    assert_eq!(send(&server, "GET", &path_of(&location), Auth::Nothing, "").await.status, 404);
     // A native hold is not an RDLM lock.
     let native = server.client.lock("res1", json!({})).await;
     let native_path = format!("/locks/res1/{}", native.hold_id());
-    assert_eq!(send(&server, "GET", &native_path, None, "").await.status, 404);
-    assert_eq!(send(&server, "DELETE", &native_path, None, "").await.status, 404);
+    assert_eq!(send(&server, "GET", &native_path, Auth::Nothing, "").await.status, 404);
+    assert_eq!(send(&server, "DELETE", &native_path, Auth::Nothing, "").await.status, 404);
 }
 
 #[tokio::test]
@@ -108,7 +100,7 @@ async fn bad_bodies_and_names_are_400_never_500() {
         r#"{"title":"t","wait":1,"lifetime":0}"#,
         r#"{"title":"t","wait":100000,"lifetime":1}"#,
     ] {
-        let resp = send(&server, "POST", "/locks/res", None, body).await;
+        let resp = send(&server, "POST", "/locks/res", Auth::Nothing, body).await;
         assert_eq!(resp.status, 400, "{body}: {resp:?}");
     }
     let title = "x".repeat(300);
@@ -166,14 +158,14 @@ async fn a_waiter_whose_client_leaves_is_withdrawn() {
 #[tokio::test]
 async fn admin_routes_take_basic_auth_with_the_admin_secret() {
     let server = Server::start(&["--admin-secret", ADMIN]);
-    let good = basic(ADMIN);
-    let unauthorized = send(&server, "GET", "/resources", None, "").await;
+    let good = Auth::Basic(ADMIN);
+    let unauthorized = send(&server, "GET", "/resources", Auth::Nothing, "").await;
     assert_eq!(unauthorized.status, 401);
     assert_eq!(unauthorized.header("www-authenticate"), "Basic realm=Restricted");
-    assert_eq!(send(&server, "GET", "/resources", Some(&basic("wrong")), "").await.status, 401);
+    assert_eq!(send(&server, "GET", "/resources", Auth::Basic("wrong"), "").await.status, 401);
 
     let active = lock(&server, "resA", json!({"title": "a", "wait": 0, "lifetime": 30})).await;
-    let empty = send(&server, "GET", "/resources", Some(&good), "").await;
+    let empty = send(&server, "GET", "/resources", good, "").await;
     let names: Vec<&str> = empty.body["_embedded"]["resources"]
         .as_array()
         .unwrap()
@@ -181,35 +173,36 @@ async fn admin_routes_take_basic_auth_with_the_admin_secret() {
         .map(|resource| resource["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["resA"]);
-    let one = send(&server, "GET", "/resources/resA", Some(&good), "").await;
+    let one = send(&server, "GET", "/resources/resA", good, "").await;
     assert_eq!(one.body["name"], "resA");
     let locks = one.body["_embedded"]["locks"].as_array().unwrap();
     assert_eq!(locks[0]["uid"], active.header("location").rsplit('/').next().unwrap());
-    let none = send(&server, "GET", "/resources/nothing", Some(&good), "").await;
+    let none = send(&server, "GET", "/resources/nothing", good, "").await;
     assert_eq!(none.status, 200);
     assert!(none.body.get("_embedded").is_none(), "omitted when empty: {}", none.body);
 
-    assert_eq!(send(&server, "DELETE", "/resources/resA", Some(&good), "").await.status, 204);
-    assert_eq!(send(&server, "DELETE", "/resources/resA", Some(&good), "").await.status, 404);
+    assert_eq!(send(&server, "DELETE", "/resources/resA", good, "").await.status, 204);
+    assert_eq!(send(&server, "DELETE", "/resources/resA", good, "").await.status, 404);
     lock(&server, "resB", json!({"title": "b", "wait": 0, "lifetime": 30})).await;
-    assert_eq!(send(&server, "DELETE", "/resources", Some(&good), "").await.status, 204);
-    let after = send(&server, "GET", "/resources", Some(&good), "").await;
+    assert_eq!(send(&server, "DELETE", "/resources", good, "").await.status, 204);
+    let after = send(&server, "GET", "/resources", good, "").await;
     assert_eq!(after.body["_embedded"]["resources"], json!([]));
 
     let no_admin = Server::start(&[]);
-    assert_eq!(send(&no_admin, "GET", "/resources", Some(&good), "").await.status, 403);
+    assert_eq!(send(&no_admin, "GET", "/resources", good, "").await.status, 403);
 }
 
 #[tokio::test]
 async fn with_a_client_secret_lock_routes_need_it_unless_opened() {
     let server = Server::start(&["--secret", "client-secret"]);
     let body = json!({"title": "t", "wait": 0, "lifetime": 30}).to_string();
-    let refused = send(&server, "POST", "/locks/sec", None, &body).await;
+    let refused = send(&server, "POST", "/locks/sec", Auth::Nothing, &body).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.header("www-authenticate"), "Basic realm=Restricted");
-    let by_basic = send(&server, "POST", "/locks/sec", Some(&basic("client-secret")), &body).await;
+    let by_basic = send(&server, "POST", "/locks/sec", Auth::Basic("client-secret"), &body).await;
     assert_eq!(by_basic.status, 201);
-    let by_bearer = send(&server, "POST", "/locks/sec2", Some("Bearer client-secret"), &body).await;
+    let by_bearer =
+        send(&server, "POST", "/locks/sec2", Auth::Bearer("client-secret"), &body).await;
     assert_eq!(by_bearer.status, 201);
 
     let open = Server::start(&[
@@ -219,7 +212,7 @@ async fn with_a_client_secret_lock_routes_need_it_unless_opened() {
         "--public-url",
         "http://locks.example:8080/",
     ]);
-    let created = send(&open, "POST", "/locks/open", None, &body).await;
+    let created = send(&open, "POST", "/locks/open", Auth::Nothing, &body).await;
     assert_eq!(created.status, 201);
     assert!(created.header("location").starts_with("http://locks.example:8080/locks/open/"));
     assert!(open.stderr().contains("--rdlm-open"), "announced at start-up");
