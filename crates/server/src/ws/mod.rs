@@ -217,14 +217,7 @@ async fn hello(
             if request.grace_ms.is_some() {
                 session.set_grace(grace_ms);
             }
-            let reply = StreamReply {
-                session_id: Some(session_id.to_string()),
-                ttl_ms: Some(session.ttl_ms()),
-                grace_ms: Some(session.grace_ms()),
-                resumed: Some(true),
-                lease_ms: Some(session.ttl_ms()),
-                ..StreamReply::ok(id)
-            };
+            let reply = hello_reply(id, &session, true);
             Ok((session, reply))
         }
         _ => {
@@ -244,16 +237,21 @@ async fn hello(
             };
             let owner = request.owner.clone().unwrap_or_default();
             let session = open(state, settings, ttl_ms, grace_ms, owner).await?;
-            let reply = StreamReply {
-                session_id: Some(session.id().to_string()),
-                ttl_ms: Some(ttl_ms),
-                grace_ms: Some(grace_ms),
-                resumed: Some(false),
-                lease_ms: Some(ttl_ms),
-                ..StreamReply::ok(id)
-            };
+            let reply = hello_reply(id, &session, false);
             Ok((session, reply))
         }
+    }
+}
+
+/// The answer to `hello`: the session, its lease (just renewed) and its grace.
+fn hello_reply(id: u64, session: &Session, resumed: bool) -> StreamReply {
+    StreamReply {
+        session_id: Some(session.id().to_string()),
+        ttl_ms: Some(session.ttl_ms()),
+        grace_ms: Some(session.grace_ms()),
+        resumed: Some(resumed),
+        lease_ms: Some(session.ttl_ms()),
+        ..StreamReply::ok(id)
     }
 }
 
