@@ -24,6 +24,7 @@
 //! ```
 
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use reqwest::blocking::Client as HttpClient;
@@ -45,12 +46,25 @@ pub enum LockMode {
 const WAIT_CHUNK_MS: u64 = 30_000;
 
 /// A client of the original API: locks identified by (resource, owner).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LockserverClient {
     addr: String,
     owner: String,
     secret: Option<String>,
-    http: HttpClient,
+    /// Unwind-safe as the original's client was (it holds no state a panic could break), so
+    /// `catch_unwind(|| lock_scope!(&client, ...))` still compiles.
+    http: AssertUnwindSafe<HttpClient>,
+}
+
+impl Clone for LockserverClient {
+    fn clone(&self) -> Self {
+        LockserverClient {
+            addr: self.addr.clone(),
+            owner: self.owner.clone(),
+            secret: self.secret.clone(),
+            http: AssertUnwindSafe(self.http.0.clone()),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -111,7 +125,7 @@ impl LockserverClient {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_default();
-        LockserverClient { addr, owner, secret, http }
+        LockserverClient { addr, owner, secret, http: AssertUnwindSafe(http) }
     }
 
     /// The owner this client acts as.
