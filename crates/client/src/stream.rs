@@ -49,7 +49,7 @@ type Reply = oneshot::Sender<Result<Answer, LockError>>;
 enum Cmd {
     Call {
         slot: u64,
-        request: StreamRequest,
+        request: Box<StreamRequest>,
         deadline: Option<Instant>,
         reply: Reply,
     },
@@ -100,7 +100,7 @@ impl Stream {
         let (reply, answer) = oneshot::channel();
         let sender = self.sender().clone();
         sender
-            .send(Cmd::Call { slot, request, deadline, reply })
+            .send(Cmd::Call { slot, request: Box::new(request), deadline, reply })
             .map_err(|_| LockError::connection("the client's session task has stopped"))?;
         let mut guard = AbandonOnDrop { sender, slot, armed: is_acquire };
         let answer = answer
@@ -302,7 +302,7 @@ impl Driver {
         match cmd {
             Cmd::Call { slot, request, deadline, reply } => {
                 let slot_entry = Slot {
-                    request,
+                    request: *request,
                     latest: None,
                     ids: Vec::new(),
                     deadline,
