@@ -456,3 +456,18 @@ fn the_original_api_waits_on_the_server() {
     third.release("res").unwrap();
     assert!(third.release("res").is_err(), "a second release is refused");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_with_its_own_ttl_is_lost_when_it_expires_never_early() {
+    let server = Server::start(&[]);
+    let c = client(&server, Transport::Stream);
+    let ttl = Duration::from_millis(300);
+    let started = Instant::now();
+    let handle = c.lock("short").with_ttl(ttl).acquire(None).await.unwrap();
+    let mut lost = handle.lost();
+    assert_eq!(lost.wait().await, Some(LostReason::Expired));
+    assert!(started.elapsed() >= ttl, "expired early: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    until_holders(&server, "short", 0).await;
+    assert_eq!(handle.release().await.unwrap_err(), LockError::Lost(LostReason::Expired));
+}
