@@ -16,7 +16,7 @@ use crate::handle::LostSignal;
 /// A held lock, read lock, write lock or semaphore ticket. Dropping it releases it promptly
 /// (in the background; `Drop` never blocks); [`release`](LockHandle::release) releases it and
 /// reports the outcome.
-pub trait LockHandle: Send + Sync + 'static {
+pub trait LockHandle: Send + Sync + std::fmt::Debug + 'static {
     /// The grant's fencing token; `None` only for a backend that cannot give a monotonic one.
     fn token(&self) -> Option<FencingToken>;
 

@@ -2,6 +2,7 @@
 //! directory, waits for its start-up line (never a fixed sleep), and talks to it over HTTP.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod backend_suite;
 pub mod stream;
 
 use std::io::{BufRead, BufReader};
