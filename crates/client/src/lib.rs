@@ -134,6 +134,8 @@ mod client;
 pub mod compat;
 mod error;
 mod fencing;
+#[cfg(feature = "file")]
+pub mod file;
 mod handle;
 mod http;
 mod stream;
