@@ -1,11 +1,32 @@
-//! `lockserver`: parses the configuration, sets up logging and runs the server library until
-//! SIGINT or SIGTERM. Everything else lives in `lockserver-server`.
+//! `lockserver`: the server, or with `lock`, `locks`, `release` or `status` first, the
+//! command-line client ([`cli`]).
+//!
+//! As a server it parses the configuration, sets up logging and runs the server library until
+//! SIGINT or SIGTERM; everything else lives in `lockserver-server`.
 
+mod cli;
+
+use std::ffi::OsString;
 use std::process::ExitCode;
 
+/// Shown under the server's `--help`, which the server crate renders.
+const CLIENT_HELP: &str = "\nClient commands (each has its own --help):\n  \
+    lockserver lock [OPTIONS] NAME -- COMMAND [ARGS...]   run COMMAND while holding a lock\n  \
+    lockserver locks [--json] [--prefix P] [NAME]         list names, holders and waiters\n  \
+    lockserver release NAME [HOLD_ID]                     release a hold, or force-release a name\n  \
+    lockserver status [--json]                            is the server up and ready\n";
+
 fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(cli::is_subcommand) {
+        return cli::main(args);
+    }
+    serve(args)
+}
+
+fn serve(args: Vec<OsString>) -> ExitCode {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let config = match lockserver_server::Config::load(std::env::args_os(), &cwd) {
+    let config = match lockserver_server::Config::load(args, &cwd) {
         Ok(config) => config,
         Err(lockserver_server::ConfigError::Flags(text)) => {
             // clap's own rendering: --help and --version land here too.
@@ -14,6 +35,9 @@ fn main() -> ExitCode {
                 || !text.contains("error:");
             if is_help {
                 print!("{text}");
+                if text.contains("Usage:") {
+                    print!("{CLIENT_HELP}");
+                }
                 return ExitCode::SUCCESS;
             }
             eprint!("{text}");
