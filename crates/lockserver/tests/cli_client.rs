@@ -412,6 +412,26 @@ async fn the_local_lease_deadline_kills_the_command_before_the_lease_could_end()
     assert!(is_gone(grandchild), "the whole group is dead when the CLI exits");
 }
 
+#[tokio::test]
+async fn a_server_that_stops_answering_cannot_stall_a_bounded_wait() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(server.client.lock("db", json!({"ttl_ms": null})).await.status, 201);
+    let args = ["-w", "300ms", "db", "--", "touch", "ran"];
+    let mut cli = spawn(&server.addr.to_string(), dir.path(), "lock", &args, "stalled");
+    server.client.until_waiters("locks", "db", 1).await;
+    let server_pid = i32::try_from(server.pid()).unwrap();
+    send_signal(server_pid, "STOP");
+    // 300 ms + 5 s for the answer, + up to 2 s for the session's close to be acknowledged.
+    let code = cli.exit_code(Duration::from_secs(15)).await;
+    send_signal(server_pid, "CONT");
+    assert_eq!(code, 2, "the outcome is unknown, not a conflict: {}", cli.stderr());
+    let message = cli.stderr();
+    assert!(message.contains("no answer from the server within 5.3s"), "{message}");
+    assert!(message.contains("outcome unknown"), "{message}");
+    assert!(!dir.path().join("ran").exists());
+}
+
 fn send_signal(pid: i32, signal: &str) {
     let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
     assert!(status.expect("kill").success(), "kill -{signal} {pid}");
