@@ -55,7 +55,7 @@ impl Settings {
 
     /// A `not_leader` answer named the leader: talk to it from now on.
     pub fn follow_leader(&self, leader: &str) {
-        match parse_addr(leader) {
+        match normalize_addr(leader) {
             Ok(base) => {
                 tracing::debug!(%base, "following the leader hint");
                 *self.base.write().unwrap_or_else(|e| e.into_inner()) = base;
@@ -65,8 +65,10 @@ impl Settings {
     }
 }
 
-/// `host:port`, `http://host:port` or `http://host:port/` → `http://host:port`.
-pub(crate) fn parse_addr(addr: &str) -> Result<String, LockError> {
+/// The server's base URL from an address as users write it: `host:port`, `host` (port 8080),
+/// `http://host:port` or `http://host:port/` → `http://host:port`. The CLI and the clients
+/// share this rule.
+pub fn normalize_addr(addr: &str) -> Result<String, LockError> {
     let addr = addr.trim();
     if addr.is_empty() {
         return Err(LockError::InvalidArgument("the server address is empty".into()));
@@ -119,6 +121,7 @@ fn has_port(host: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     addr: String,
+    addr_given: bool,
     secret: Option<String>,
     owner: Option<String>,
     transport: Transport,
@@ -134,6 +137,7 @@ impl Default for ClientBuilder {
     fn default() -> ClientBuilder {
         ClientBuilder {
             addr: DEFAULT_ADDR.to_string(),
+            addr_given: false,
             secret: None,
             owner: None,
             transport: Transport::Stream,
@@ -154,6 +158,7 @@ impl ClientBuilder {
     /// The server: `host:port` or `http://host:port` (default `127.0.0.1:8080`).
     pub fn addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = addr.into();
+        self.addr_given = true;
         self
     }
 
@@ -174,9 +179,11 @@ impl ClientBuilder {
     /// environment, or a `.env` file in the working directory) for the settings not given yet.
     pub fn from_env(mut self) -> Self {
         let _ = dotenvy::dotenv();
-        if let Ok(addr) = std::env::var("LOCKSERVER_ADDR") {
-            if !addr.is_empty() {
-                self.addr = addr;
+        if !self.addr_given {
+            if let Ok(addr) = std::env::var("LOCKSERVER_ADDR") {
+                if !addr.is_empty() {
+                    self.addr = addr;
+                }
             }
         }
         if self.secret.is_none() {
@@ -233,9 +240,24 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client, LockError> {
-        let base = parse_addr(&self.addr)?;
+        let base = normalize_addr(&self.addr)?;
         if !(0.0..0.5).contains(&self.drift) {
             return Err(LockError::InvalidArgument("drift must be in [0, 0.5)".into()));
+        }
+        if let Some(ttl) = self.session_ttl {
+            if self.lease_margin * 2 >= ttl {
+                return Err(LockError::InvalidArgument(format!(
+                    "lease_margin ({:?}) must be under half the session ttl ({ttl:?}): the lease \
+                     is renewed every third of the ttl",
+                    self.lease_margin
+                )));
+            }
+        }
+        if self.lease_margin * 2 >= self.hold_ttl {
+            return Err(LockError::InvalidArgument(format!(
+                "lease_margin ({:?}) must be under half the hold ttl ({:?})",
+                self.lease_margin, self.hold_ttl
+            )));
         }
         if self.hold_ttl < Duration::from_millis(100) {
             return Err(LockError::InvalidArgument("hold_ttl must be at least 100 ms".into()));
@@ -703,13 +725,13 @@ mod tests {
 
     #[test]
     fn addresses_normalize_to_a_base_url() {
-        assert_eq!(parse_addr("127.0.0.1:9000").unwrap(), "http://127.0.0.1:9000");
-        assert_eq!(parse_addr("http://db.example:81/").unwrap(), "http://db.example:81");
-        assert_eq!(parse_addr("locks.internal").unwrap(), "http://locks.internal:8080");
-        assert_eq!(parse_addr("[::1]:7000").unwrap(), "http://[::1]:7000");
-        assert!(parse_addr("https://x:1").is_err());
-        assert!(parse_addr("").is_err());
-        assert!(parse_addr("http://x:1/prefix").is_err());
+        assert_eq!(normalize_addr("127.0.0.1:9000").unwrap(), "http://127.0.0.1:9000");
+        assert_eq!(normalize_addr("http://db.example:81/").unwrap(), "http://db.example:81");
+        assert_eq!(normalize_addr("locks.internal").unwrap(), "http://locks.internal:8080");
+        assert_eq!(normalize_addr("[::1]:7000").unwrap(), "http://[::1]:7000");
+        assert!(normalize_addr("https://x:1").is_err());
+        assert!(normalize_addr("").is_err());
+        assert!(normalize_addr("http://x:1/prefix").is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use reqwest::blocking::Client as HttpClient;
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use crate::client::parse_addr;
+use crate::client::normalize_addr;
 
 /// How `acquire_with_mode` behaves when the lock is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl LockserverClient {
     }
 
     fn post(&self, route: &str, body: &impl Serialize, wait_ms: u64) -> io::Result<StatusCode> {
-        let base = parse_addr(&self.addr)
+        let base = normalize_addr(&self.addr)
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let mut request = self
             .http

@@ -28,7 +28,9 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 /// The longest single long poll; longer waits re-issue with the same `request_id`.
 const POLL_CHUNK: Duration = Duration::from_secs(60);
 
-pub(crate) fn encode(name: &str) -> String {
+/// A name (or hold id) as exactly one percent-encoded path segment (everything but the RFC 3986
+/// unreserved characters is encoded), as the API's routes take it.
+pub fn encode_segment(name: &str) -> String {
     utf8_percent_encode(name, SEGMENT).to_string()
 }
 
@@ -95,7 +97,7 @@ impl Http {
         timeout: Option<Duration>,
     ) -> Result<(Hold, LostSignal), LockError> {
         let request_id = request_id();
-        let path = format!("/v1/{}/{}", collection(spec.kind), encode(&spec.name));
+        let path = format!("/v1/{}/{}", collection(spec.kind), encode_segment(&spec.name));
         let ttl = spec.ttl.unwrap_or(self.settings.hold_ttl);
         let deadline = timeout.map(|t| Instant::now() + t);
         // If this future is dropped mid-request, give back what the request may have made.
@@ -257,7 +259,7 @@ impl Http {
     }
 
     fn hold_path(hold: &Hold) -> String {
-        format!("/v1/{}/{}/{}", collection(hold.kind), encode(&hold.name), hold.hold_id)
+        format!("/v1/{}/{}/{}", collection(hold.kind), encode_segment(&hold.name), hold.hold_id)
     }
 
     pub(crate) async fn release(&self, hold: &Hold) -> Result<(), LockError> {
@@ -296,7 +298,7 @@ impl Http {
     }
 
     pub(crate) async fn check(&self, name: &str, token: u64) -> Result<bool, LockError> {
-        let path = format!("/v1/locks/{}/check", encode(name));
+        let path = format!("/v1/locks/{}/check", encode_segment(name));
         let (status, bytes) = self
             .send(|| {
                 self.request(reqwest::Method::POST, &path)

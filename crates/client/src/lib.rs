@@ -6,6 +6,8 @@
 //! - [`blocking::Client`] is the same for code without an async runtime.
 //! - The traits ([`LockProvider`], [`DistributedLock`], [`DistributedReaderWriterLock`],
 //!   [`DistributedSemaphore`], [`LockHandle`]) are the backend-neutral API.
+//! - Backends: feature `postgres` adds the `postgres` module (PostgreSQL advisory locks with
+//!   fencing tokens from a sequence, a connection pool and a keepalive-driven lost signal).
 //! - [`LockserverClient`], [`LockMode`], [`LockGuard`] and [`lock_scope!`] keep the original
 //!   `lockserver` crate's client API (see [`compat`]).
 //!
@@ -138,16 +140,22 @@ mod fencing;
 pub mod file;
 mod handle;
 mod http;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod stream;
 mod traits;
 
 pub use client::{
-    Client, ClientBuilder, Lock, ReaderWriterLock, Semaphore, Transport, DEFAULT_ADDR,
+    normalize_addr, Client, ClientBuilder, Lock, ReaderWriterLock, Semaphore, Transport,
+    DEFAULT_ADDR,
 };
 pub use compat::{LockGuard, LockMode, LockserverClient};
 pub use error::LockError;
 pub use fencing::{Fence, FencingToken, StaleToken};
 pub use handle::{Handle, LostReason, LostSignal};
+pub use http::encode_segment;
 pub use lockserver_proto as proto;
 pub use traits::{
     DistributedLock, DistributedReaderWriterLock, DistributedSemaphore, LockHandle, LockProvider,

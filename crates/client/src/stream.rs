@@ -12,7 +12,7 @@
 //! replay buffer) or its new one: the first success counts, and an error counts only from the
 //! newest id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -183,6 +183,10 @@ struct Driver {
     dropped_at: Option<Instant>,
     next_attempt: Instant,
     backoff: Duration,
+    /// When to stop waiting for the answer to a timed acquire (its deadline + the connect
+    /// timeout): a server that stops answering cannot stall a bounded wait. Entries of
+    /// answered slots are skipped lazily.
+    give_ups: BTreeSet<(Instant, u64)>,
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -217,6 +221,7 @@ impl Driver {
             dropped_at: None,
             next_attempt: now,
             backoff: MIN_BACKOFF,
+            give_ups: BTreeSet::new(),
         }
     }
 
@@ -264,6 +269,9 @@ impl Driver {
                 consider(deadline);
             }
         }
+        if let Some(&(at, _)) = self.give_ups.first() {
+            consider(at);
+        }
         next
     }
 
@@ -275,6 +283,19 @@ impl Driver {
                 for (_, lost) in self.holds.drain() {
                     lost.fire(LostReason::LeaseDeadline);
                 }
+            }
+        }
+        while let Some(&(at, slot)) = self.give_ups.first() {
+            if at > now {
+                break;
+            }
+            self.give_ups.pop_first();
+            let Some(entry) = self.slots.get_mut(&slot) else { continue };
+            if let Some(reply) = entry.reply.take() {
+                let _ = reply.send(Err(LockError::connection(
+                    "no answer from the server by the end of the wait; the acquire is withdrawn",
+                )));
+                self.abandon(slot).await;
             }
         }
         if self.sink.is_some() && now >= self.next_ping {
@@ -301,6 +322,9 @@ impl Driver {
     async fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Call { slot, request, deadline, reply } => {
+                if let Some(deadline) = deadline {
+                    self.give_ups.insert((deadline + self.settings.connect_timeout, slot));
+                }
                 let slot_entry = Slot {
                     request: *request,
                     latest: None,
@@ -314,29 +338,7 @@ impl Driver {
                     self.send_slot(slot).await;
                 }
             }
-            Cmd::Abandon { slot } => {
-                let Some(entry) = self.slots.get_mut(&slot) else { return };
-                match entry.latest {
-                    Some(target) => {
-                        entry.abandoned = true;
-                        entry.reply = None;
-                        let cancel = StreamRequest {
-                            op: Some(StreamOp::Cancel),
-                            target: Some(target),
-                            ..Default::default()
-                        };
-                        self.internal(cancel).await;
-                    }
-                    None if entry.ids.is_empty() => {
-                        self.slots.remove(&slot);
-                    }
-                    None => {
-                        // Sent on an earlier connection: re-sent on the next one, then released.
-                        entry.abandoned = true;
-                        entry.reply = None;
-                    }
-                }
-            }
+            Cmd::Abandon { slot } => self.abandon(slot).await,
             Cmd::ReleaseLater { hold_id } => {
                 // The handle is gone: nobody listens to its signal any more.
                 self.holds.remove(&hold_id);
@@ -348,6 +350,29 @@ impl Driver {
                 self.close().await;
                 let _ = done.send(());
             }
+        }
+    }
+
+    /// Nobody waits for acquire `slot` any more: withdraw it, and give back its grant if one
+    /// comes anyway.
+    async fn abandon(&mut self, slot: u64) {
+        let Some(entry) = self.slots.get_mut(&slot) else { return };
+        entry.abandoned = true;
+        entry.reply = None;
+        match entry.latest {
+            Some(target) => {
+                let cancel = StreamRequest {
+                    op: Some(StreamOp::Cancel),
+                    target: Some(target),
+                    ..Default::default()
+                };
+                self.internal(cancel).await;
+            }
+            None if entry.ids.is_empty() => {
+                self.slots.remove(&slot);
+            }
+            // Sent on an earlier connection: it is sent again on the next one, then withdrawn.
+            None => {}
         }
     }
 
@@ -390,7 +415,7 @@ impl Driver {
             if let Some(deadline) = entry.deadline {
                 // A re-send waits only for what is left of the caller's wait.
                 let left = deadline.saturating_duration_since(Instant::now());
-                request.wait_ms = Some(Some(left.as_millis() as u64));
+                request.wait_ms = Some(Some(crate::client::millis_up(left)));
             }
         }
         if request.op == Some(StreamOp::Cancel) {
@@ -638,8 +663,8 @@ impl Driver {
                     .settings
                     .session_ttl
                     .filter(|_| resume.is_none())
-                    .map(|ttl| Some(ttl.as_millis() as u64)),
-                grace_ms: self.settings.grace.map(|grace| grace.as_millis() as u64),
+                    .map(|ttl| Some(crate::client::millis_up(ttl))),
+                grace_ms: self.settings.grace.map(crate::client::millis_up),
                 owner: Some(self.settings.owner.clone()).filter(|_| resume.is_none()),
                 ..Default::default()
             };

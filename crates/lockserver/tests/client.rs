@@ -471,3 +471,36 @@ async fn a_hold_with_its_own_ttl_is_lost_when_it_expires_never_early() {
     until_holders(&server, "short", 0).await;
     assert_eq!(handle.release().await.unwrap_err(), LockError::Lost(LostReason::Expired));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stops_answering_cannot_stall_a_bounded_wait() {
+    let server = Server::start(&[]);
+    let holder = client(&server, Transport::Stream);
+    let held = holder.lock("frozen").acquire(None).await.unwrap();
+    let c = Client::builder()
+        .addr(server.addr.to_string())
+        .connect_timeout(Duration::from_millis(700))
+        .build()
+        .unwrap();
+    c.lock("warm-up").try_acquire().await.unwrap().expect("free").release().await.unwrap();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let outcome = c.lock("frozen").acquire(Some(Duration::from_millis(300))).await;
+    let took = started.elapsed();
+    signal("-CONT");
+    let error = outcome.unwrap_err();
+    assert!(error.is_outcome_unknown(), "{error:?}");
+    assert!(took >= Duration::from_millis(300), "gave up early: {took:?}");
+    assert!(took < Duration::from_secs(5), "stalled for {took:?}");
+    // Once the server answers again, the withdrawn request leaves no waiter behind.
+    server.client.until_waiters("locks", "frozen", 0).await;
+    held.release().await.unwrap();
+    until_holders(&server, "frozen", 0).await;
+}

@@ -23,7 +23,6 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
 /// Usage, connection and server errors.
 pub(crate) const EXIT_ERROR: u8 = 2;
@@ -163,34 +162,13 @@ pub(crate) fn main(args: Vec<OsString>) -> ExitCode {
 /// `host:port`, `http://host:port` or `http://host:port/` → `http://host:port` (the client
 /// library's rule: no path, no TLS, port 8080 when absent).
 fn base_url(addr: &str) -> Result<String, String> {
-    let addr = addr.trim();
-    if addr.is_empty() {
-        return Err("the server address is empty".into());
-    }
-    if addr.starts_with("https://") {
-        return Err("TLS (https://) is not built in; use http:// or a local TLS proxy".into());
-    }
-    let rest = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
-    if rest.is_empty() || rest.contains(char::is_whitespace) || rest.contains('/') {
-        return Err(format!("bad server address {addr:?}: expected host:port or http://host:port"));
-    }
-    let has_port = match rest.rsplit_once(':') {
-        // `[::1]:8080` has a port; `[::1]` and `::1` do not.
-        Some((head, port)) => {
-            port.parse::<u16>().is_ok() && (!head.contains(':') || head.ends_with(']'))
-        }
-        None => false,
-    };
-    Ok(if has_port { format!("http://{rest}") } else { format!("http://{rest}:8080") })
+    lockserver_client::normalize_addr(addr).map_err(|err| match err {
+        lockserver_client::LockError::InvalidArgument(message) => message,
+        other => other.to_string(),
+    })
 }
 
-/// What a name keeps unencoded in a path segment: RFC 3986 unreserved characters.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// A name (or hold id) as exactly one percent-encoded path segment.
-pub(crate) fn encode_segment(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
-}
+pub(crate) use lockserver_client::encode_segment;
 
 #[cfg(test)]
 mod tests {
