@@ -221,21 +221,29 @@ export class StreamSession {
 
   async #close(): Promise<void> {
     const ws = this.#ws;
+    const session = this.#session;
     if (ws !== null && this.#phase !== 'idle') {
+      const open = this.#phase === 'open';
       this.#phase = 'closing';
-      await new Promise<void>((resolve) => {
-        const bound = setTimeout(() => {
-          ws.terminate();
-          resolve();
-        }, 2000);
-        bound.unref();
-        ws.once('close', () => {
-          clearTimeout(bound);
-          resolve();
+      // The server answers a WebSocket close before it has ended the session in its table;
+      // `DELETE /v1/sessions/{id}` answers once it has (holds released, committed). So when
+      // close() resolves, every hold of the session is free for others.
+      if (open && session !== null) await this.#endSession(session.id);
+      if (ws.readyState !== WebSocket.CLOSED) {
+        await new Promise<void>((resolve) => {
+          const bound = setTimeout(() => {
+            ws.terminate();
+            resolve();
+          }, 2000);
+          bound.unref();
+          ws.once('close', () => {
+            clearTimeout(bound);
+            resolve();
+          });
+          if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'client closed');
+          else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
         });
-        if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'client closed');
-        else ws.terminate();
-      });
+      }
     }
     this.#dropConnection();
     this.#clearTimer('reconnect');
@@ -246,6 +254,24 @@ export class StreamSession {
     this.#failAll(new ConnectionError('the client was closed'));
     this.#phase = 'idle';
     this.#updateRef();
+  }
+
+  /** Ends the session over HTTP and waits for the commit (best effort: the WebSocket close
+   * that follows ends it too). */
+  async #endSession(sessionId: string): Promise<void> {
+    const headers: Record<string, string> = {};
+    if (this.#settings.secret !== undefined) headers.authorization = `Bearer ${this.#settings.secret}`;
+    try {
+      const response = await fetch(`${this.#settings.base}/v1/sessions/${sessionId}`, {
+        method: 'DELETE',
+        headers,
+        signal: AbortSignal.timeout(Math.min(this.#settings.connectTimeout, 2000)),
+      });
+      await response.arrayBuffer();
+      if (response.status !== 204) debug('ending the session answered HTTP %d', response.status);
+    } catch (error) {
+      debug('cannot end the session over HTTP: %s', error instanceof Error ? error.message : String(error));
+    }
   }
 
   // ----- callers leaving ---------------------------------------------------------------------

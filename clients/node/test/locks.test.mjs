@@ -337,6 +337,19 @@ describe('lost locks', () => {
     await again.release();
     await next.release();
   });
+
+  test('when close() resolves the server has released the holds (another client gets them at once)', async () => {
+    const other = client();
+    for (let i = 0; i < 50; i++) {
+      const a = new Client({ addr: server.addr });
+      const name = uniqueName('closed');
+      await a.lock(name).acquire();
+      await a.close();
+      const next = await other.lock(name).tryAcquire();
+      assert.ok(next, `round ${i}: still held right after close()`);
+      await next.release();
+    }
+  });
 });
 
 describe('cancellation', () => {
