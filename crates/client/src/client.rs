@@ -245,17 +245,17 @@ impl ClientBuilder {
             return Err(LockError::InvalidArgument("drift must be in [0, 0.5)".into()));
         }
         if let Some(ttl) = self.session_ttl {
-            if self.lease_margin * 2 >= ttl {
+            if self.lease_margin * 2 > ttl {
                 return Err(LockError::InvalidArgument(format!(
-                    "lease_margin ({:?}) must be under half the session ttl ({ttl:?}): the lease \
+                    "lease_margin ({:?}) must be at most half the session ttl ({ttl:?}): the lease \
                      is renewed every third of the ttl",
                     self.lease_margin
                 )));
             }
         }
-        if self.lease_margin * 2 >= self.hold_ttl {
+        if self.lease_margin * 2 > self.hold_ttl {
             return Err(LockError::InvalidArgument(format!(
-                "lease_margin ({:?}) must be under half the hold ttl ({:?})",
+                "lease_margin ({:?}) must be at most half the hold ttl ({:?})",
                 self.lease_margin, self.hold_ttl
             )));
         }
