@@ -128,6 +128,14 @@ export class Server {
     await until(async () => (await this.holders(name, kind)).length === count, `${name}: ${count} holders`);
   }
 
+  /** The value of one Prometheus metric line, e.g. `lockserver_acquires_total{outcome="locked"}`. */
+  async metric(series) {
+    const { text } = await this.request('GET', '/metrics');
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    if (line === undefined) throw new Error(`no metric ${series}`);
+    return Number(line.slice(series.length + 1));
+  }
+
   /** `DELETE /v1/admin/holds/{hold_id}` with the admin secret; returns the status. */
   async adminReleaseHold(holdId) {
     return (await this.request('DELETE', `/v1/admin/holds/${holdId}`, { secret: this.adminSecret })).status;

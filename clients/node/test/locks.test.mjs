@@ -238,6 +238,19 @@ describe('request ids, ttl, renew, check, fencing', () => {
     await assert.rejects(held.release(), (e) => e instanceof LockLostError && e.reason === 'expired');
   });
 
+  test('lockDelay keeps the name from others after an involuntary end, never shorter', async () => {
+    const [a, b] = [client(), client()];
+    const name = uniqueName('delay');
+    const started = performance.now();
+    const held = await a.lock(name).acquire({ ttl: 100, lockDelay: 400 });
+    await nextEvent(held, 'lost', 5000);
+    assert.equal(await b.lock(name).tryAcquire(), null, 'still delayed after the expiry');
+    const next = await b.lock(name).acquire({ wait: 5000 });
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed >= 500, `granted ${elapsed} ms after the first grant`);
+    await next.release();
+  });
+
   test('renew keeps a hold with a ttl alive; renew(null) removes the expiry', async () => {
     const a = client();
     const name = uniqueName('renew');

@@ -32,19 +32,26 @@ function seed(owner, options = {}) {
   return new LockserverClient({ addr: server.addr, owner, ...options });
 }
 
-test('a blocking acquire waits on the server and is granted when the other owner releases', async () => {
+const LOCKED = 'lockserver_acquires_total{outcome="locked"}';
+const QUEUED = 'lockserver_acquires_queued_total';
+
+test('a blocking acquire waits on the server (no polling) and is granted when the other owner releases', async () => {
   const name = uniqueName('seed-block');
   const [w1, w2] = [seed('w1'), seed('w2')];
   assert.equal(await w1.acquire(name), true);
+  const [locked, queued] = [await server.metric(LOCKED), await server.metric(QUEUED)];
   let settled = false;
   const waiting = w2.acquire(name).finally(() => (settled = true));
-  // The wait is the server's: the name shows a queued waiter (no client-side polling).
+  // The wait is the server's: the name shows a queued waiter...
   await server.untilWaiters(name, 1);
+  await new Promise((resolve) => setTimeout(resolve, 600)); // three polls of the original
   assert.equal(settled, false);
-  const releasedAt = performance.now();
+  // ...and in all that time one request was queued and none was refused (the original client
+  // polls: a refused try every 200 ms).
+  assert.equal(await server.metric(QUEUED), queued + 1);
+  assert.equal(await server.metric(LOCKED), locked);
   await w1.release(name);
   assert.equal(await within(5000, waiting), true);
-  assert.ok(performance.now() - releasedAt < 150, 'granted at the release, not at a poll');
   const holders = await server.holders(name);
   assert.equal(holders.length, 1);
   assert.equal(holders[0].owner, 'w2');
@@ -56,12 +63,29 @@ test('a blocking acquire re-issues its server-side wait until granted', async ()
   const name = uniqueName('seed-chunks');
   const [w1, w2] = [seed('w1'), seed('w2', { waitChunk: 150 })];
   await w1.acquire(name);
+  const [locked, queued] = [await server.metric(LOCKED), await server.metric(QUEUED)];
   const waiting = w2.acquire(name);
   await new Promise((resolve) => setTimeout(resolve, 500)); // several chunks pass
   await server.untilWaiters(name, 1);
+  assert.ok((await server.metric(QUEUED)) - queued >= 3, 'each chunk is a new server-side wait');
+  assert.equal(await server.metric(LOCKED), locked);
   await w1.release(name);
   assert.equal(await within(5000, waiting), true);
   await w2.release(name);
+});
+
+test('a blocking acquire refused at once (this owner holds it) polls, never spins', async () => {
+  const name = uniqueName('seed-spin');
+  const w1 = seed('w1');
+  await w1.acquire(name);
+  const refused = await server.metric('lockserver_acquires_total{outcome="refused"}');
+  const again = w1.acquire(name); // not re-entrant: the server refuses at once, every time
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const tries = (await server.metric('lockserver_acquires_total{outcome="refused"}')) - refused;
+  assert.ok(tries >= 1 && tries <= 4, `${tries} tries in 500 ms`);
+  await w1.release(name); // the waiting call then gets it
+  assert.equal(await within(5000, again), true);
+  await w1.release(name);
 });
 
 test('a non-blocking acquire of a held lock resolves false at once', async () => {
