@@ -73,7 +73,9 @@
 //!   release script publishes there, or after a fallback poll (default 500 ms) since a message
 //!   can be missed. Under Redlock each retry waits a random delay first (default up to 50 ms)
 //!   so contenders that split the vote do not collide again. There is no FIFO queue: a
-//!   waiting writer holds back new readers, otherwise whoever retries first wins.
+//!   waiting writer holds back new readers (its marker is refreshed at each retry and lives
+//!   about two fallback polls, so a writer that crashed while waiting blocks readers only that
+//!   long), otherwise whoever retries first wins.
 //! - **Errors.** When so many servers fail that no quorum is possible the acquire fails at
 //!   once with [`LockError::Connection`] (outcome unknown; whatever it may have created is
 //!   deleted by its value, best effort, or ends by its TTL). A bad URL is
