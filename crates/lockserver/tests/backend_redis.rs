@@ -380,6 +380,7 @@ async fn bad_configurations_are_invalid_arguments() {
     let server = RedisServer::start();
     let cases = [
         ("a bad url", RedisLockProvider::builder().server("http://not-redis")),
+        ("TLS, not built in", RedisLockProvider::builder().server("rediss://127.0.0.1:1")),
         ("no server", RedisLockProvider::builder()),
         ("a server twice", builder(&[&server, &server])),
         ("a tiny ttl", builder(&[&server]).ttl(Duration::from_millis(5))),

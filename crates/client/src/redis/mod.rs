@@ -188,9 +188,9 @@ impl Default for RedisLockProviderBuilder {
 }
 
 impl RedisLockProviderBuilder {
-    /// Adds a server: `redis://[[user]:password@]host[:port][/db]` (or `rediss://`, `unix://`
-    /// where the redis crate supports them). One server is a single instance; three or five
-    /// independent ones (not replicas of each other) are a Redlock.
+    /// Adds a server: `redis://[[user]:password@]host[:port][/db]` or `unix:///path`. TLS
+    /// (`rediss://`) is not built in: `build` refuses it. One server is a single instance;
+    /// three or five independent ones (not replicas of each other) are a Redlock.
     pub fn server(mut self, url: impl Into<String>) -> Self {
         self.servers.push(url.into());
         self
