@@ -223,6 +223,8 @@ class Proxy:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.refusing = False
+        #: While set, bytes are held back (both ways): a server that stops answering.
+        self.paused = False
         self.links: List[asyncio.BaseTransport] = []
         self.accepted = 0
         self._server: Optional[asyncio.AbstractServer] = None
@@ -244,7 +246,7 @@ class Proxy:
             writer.transport.abort()
             return
         self.links += [writer.transport, up_writer.transport]
-        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 
     def cut(self) -> None:
         for transport in self.links:
@@ -252,20 +254,22 @@ class Proxy:
         self.links = []
 
     async def stop(self) -> None:
+        self.paused = False
         self.cut()
         if self._server is not None:
             self._server.close()
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                break
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.CancelledError):
-        pass
-    finally:
-        writer.transport.abort()
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                while self.paused:
+                    await asyncio.sleep(0.005)
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.transport.abort()

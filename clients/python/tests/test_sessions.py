@@ -150,6 +150,35 @@ async def test_a_session_that_ended_while_away_is_over_when_resumed(server, name
         await proxy.stop()
 
 
+async def test_a_server_that_stops_answering_cannot_stall_a_bounded_wait(server, name):
+    proxy = await Proxy(server.host, server.port).start()
+    try:
+        async with AsyncClient(proxy.addr, session_ttl=5, request_timeout=0.3) as client, \
+                AsyncClient(server.addr) as direct:
+            blocker = await direct.acquire(name("n"))
+            assert await client.check(name("n"), blocker.token)  # connected
+            proxy.paused = True
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost) as lost:
+                await client.acquire(name("n"), wait=0.2)
+            elapsed = time.monotonic() - started
+            assert lost.value.outcome_unknown
+            assert 0.5 <= elapsed < 0.5 + 3, f"gave up after {elapsed:.3f} s"
+            proxy.paused = False
+            await blocker.release()
+            # The withdrawn acquire reaches the server late, with its cancel: it leaves no
+            # hold and no waiter behind.
+            await until_async(
+                lambda: server.holders(name("n")) == [] and server.waiters(name("n")) == 0
+            )
+            await asyncio.sleep(0.3)
+            assert server.holders(name("n")) == [] and server.waiters(name("n")) == 0
+            again = await client.acquire(name("n"), wait=1)  # the session is fine
+            await again.release()
+    finally:
+        await proxy.stop()
+
+
 CHILD = """
 import sys
 from lockserver_client import Client
@@ -166,24 +195,21 @@ def test_a_killed_client_process_loses_its_locks_after_the_session_ttl(server, n
     env["PYTHONPATH"] = os.pathsep.join(
         [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     )
-    child = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", CHILD, server.addr, name("k")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-    )
-    try:
-        assert child.stdout is not None
-        hold_id = child.stdout.readline().decode().strip()
-        assert server.holders(name("k"))[0]["hold_id"] == hold_id
-        child.kill()
+    ) as child:
+        try:
+            assert child.stdout is not None
+            hold_id = child.stdout.readline().decode().strip()
+            assert server.holders(name("k"))[0]["hold_id"] == hold_id
+        finally:
+            child.kill()
         killed_at = time.monotonic()
         child.wait()
-        assert len(server.holders(name("k"))) == 1, "held until the lease runs out"
-        until(lambda: server.holders(name("k")) == [], 5, "the dead client's lock freed")
-        assert time.monotonic() - killed_at < 1.0 + 2.0
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    assert len(server.holders(name("k"))) == 1, "held until the lease runs out"
+    until(lambda: server.holders(name("k")) == [], 5, "the dead client's lock freed")
+    assert time.monotonic() - killed_at < 1.0 + 2.0
 
 
 async def test_a_killed_server_fires_the_lost_signal_at_the_local_deadline():

@@ -84,7 +84,8 @@ class AsyncClient:
       it (default: the server's, 0: the lease alone).
     - ``connect_timeout``: seconds to open the connection and say hello (default 5).
     - ``request_timeout``: seconds to wait for any answer beyond an acquire's own wait
-      (default 30); past it the call raises :class:`ConnectionLost` (outcome unknown).
+      (default 10); past it the call raises :class:`ConnectionLost` (outcome unknown) and
+      the client withdraws the request. A wait without a deadline has no such limit.
     - ``lease_margin``: seconds to move the local lease deadline earlier still (default 0).
     - ``drift``: the bound on the clocks' rate difference taken off every lease (default 0.01).
 
@@ -105,7 +106,7 @@ class AsyncClient:
         session_ttl: Optional[Seconds] = None,
         grace: Optional[Seconds] = None,
         connect_timeout: Seconds = 5.0,
-        request_timeout: Seconds = 30.0,
+        request_timeout: Seconds = 10.0,
         lease_margin: Seconds = 0.0,
         drift: float = 0.01,
     ) -> None:
@@ -118,6 +119,12 @@ class AsyncClient:
             raise InvalidArgument("drift must be in [0, 0.5)")
         session_ttl_ms = optional_millis(session_ttl, "session_ttl")
         grace_ms = optional_millis(grace, "grace")
+        margin = seconds(lease_margin, "lease_margin")
+        if session_ttl_ms is not None and margin * 2000 >= session_ttl_ms:
+            raise InvalidArgument(
+                f"lease_margin ({margin:g} s) must be under half the session ttl: the lease "
+                "is renewed every third of the ttl"
+            )
         self._settings = Settings(
             addr or env("LOCKSERVER_ADDR") or DEFAULT_ADDR,
             secret or None,
@@ -126,7 +133,7 @@ class AsyncClient:
             grace_ms,
             seconds(connect_timeout, "connect_timeout"),
             seconds(request_timeout, "request_timeout"),
-            seconds(lease_margin, "lease_margin"),
+            margin,
             float(drift),
         )
         self._driver: Optional[Driver] = None

@@ -343,18 +343,33 @@ class Driver:
 
     async def _run(self) -> None:
         while True:
-            if self._ws is not None:
-                await self._serve(self._ws)
-                continue
-            if not self._wants_connection():
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            delay = self._next_attempt - self.loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            await self._connect()
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as bug:  # never leave callers waiting on a dead task
+                log.exception("the session's driver failed; reconnecting")
+                ws = self._ws
+                self._drop_connection()
+                if ws is not None:
+                    _abort(ws)
+                self._session_over(f"the client's session driver failed: {bug!r}")
+                self._fail_all(ConnectionLost(f"the client's session driver failed: {bug!r}"))
+                self._next_attempt = self.loop.time() + MAX_BACKOFF
+
+    async def _step(self) -> None:
+        if self._ws is not None:
+            await self._serve(self._ws)
+            return
+        if not self._wants_connection():
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        delay = self._next_attempt - self.loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+            return
+        await self._connect()
 
     async def _serve(self, ws: Any) -> None:
         """Reads the connection's frames until it ends."""

@@ -139,7 +139,7 @@ class Client:
         session_ttl: Optional[Seconds] = None,
         grace: Optional[Seconds] = None,
         connect_timeout: Seconds = 5.0,
-        request_timeout: Seconds = 30.0,
+        request_timeout: Seconds = 10.0,
         lease_margin: Seconds = 0.0,
         drift: float = 0.01,
     ) -> None:
