@@ -63,7 +63,8 @@ pub async fn exclusive<P: LockProvider>(a: &P, b: &P, name: &str, caps: Caps) {
     second.release().await.expect("release");
 }
 
-/// Many readers or one writer; a waiting writer is not starved by readers forever.
+/// Many readers or one writer. (Writer preference is backend-specific: Lockserver and Redis
+/// hold back new readers behind a waiting writer, `flock` does not; their own tests cover it.)
 pub async fn reader_writer<P: LockProvider>(a: &P, b: &P, c: &P, name: &str) {
     let r1 = a.create_reader_writer_lock(name).acquire_read(Some(Duration::ZERO)).await.unwrap();
     let r2 = b.create_reader_writer_lock(name).acquire_read(Some(Duration::ZERO)).await.unwrap();
