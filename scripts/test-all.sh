@@ -24,6 +24,20 @@ ensure_tools() {
     if ! cargo nextest --version >/dev/null 2>&1; then
         cargo install --locked cargo-nextest
     fi
+    # The client backends' tests start their own PostgreSQL and Redis servers; they need the
+    # Debian packages (the packaged services are stopped: the tests run their own instances).
+    local missing=()
+    command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+    if [ ${#missing[@]} -gt 0 ]; then
+        local sudo=()
+        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        for service in redis-server postgresql; do
+            "${sudo[@]}" service "$service" stop >/dev/null 2>&1 || true
+        done
+    fi
 }
 
 build() {
