@@ -92,9 +92,41 @@ async def test_bad_waits_and_modes_are_invalid_arguments(server, name):
                 await client.acquire(name("n"), wait=wait)
         with pytest.raises(InvalidArgument):
             await client.acquire(name("n"), mode="upgradable")  # type: ignore[arg-type]
-        with pytest.raises(InvalidArgument):
-            await client.acquire(name("n"), request_id="r" * 65)
+        for request_id in ("r" * 65, "", "bad\ud800"):
+            with pytest.raises(InvalidArgument):
+                await client.acquire(name("n"), request_id=request_id)
         assert client.session_id is None, "refused before anything was sent"
+
+
+def test_bad_client_settings_are_invalid_arguments(server):
+    for settings in (
+        {"owner": "two\nlines"},
+        {"secret": "bad\ud800"},
+        {"session_ttl": 1.0, "lease_margin": 0.5},
+        {"drift": 0.5},
+        {"connect_timeout": -1},
+        {"addr": "http://x:1/prefix"},
+        {"addr": "   "},
+    ):
+        addr = settings.pop("addr", server.addr)
+        with pytest.raises(InvalidArgument):
+            AsyncClient(addr, **settings)
+    assert AsyncClient("db.internal").addr == "http://db.internal:8080"
+    assert AsyncClient("http://[::1]:7000/").addr == "http://[::1]:7000"
+
+
+def test_an_async_client_can_serve_one_event_loop_after_another(server, name):
+    client = AsyncClient(server.addr)
+
+    async def use() -> int:
+        handle = await client.acquire(name("n"), wait=1)
+        await handle.release()
+        await client.close()
+        return handle.token
+
+    first = asyncio.run(use())
+    second = asyncio.run(use())
+    assert second > first
 
 
 async def test_names_are_checked_before_anything_is_sent(server, name):

@@ -83,6 +83,21 @@ async def test_close_ends_the_session_and_frees_its_holds_at_once(server, name):
     assert again.is_lost
 
 
+def test_an_event_loop_that_ends_without_close_ends_the_session_cleanly(server, name):
+    """``asyncio.run`` cancels the client's task at its end: the client closes the session
+    then, so its holds are freed at once, not when the (long) lease runs out."""
+
+    async def forgetful() -> str:
+        client = AsyncClient(server.addr, session_ttl=30)
+        handle = await client.acquire(name("n"))
+        return handle.hold_id
+
+    asyncio.run(forgetful())
+    # The server commits the session's end just after it answers the close: allow for that,
+    # far below the 30 s lease.
+    until(lambda: server.holders(name("n")) == [], 2, "the holds freed at the loop's end")
+
+
 async def test_a_broken_connection_resumes_the_session(server, name):
     proxy = await Proxy(server.host, server.port).start()
     try:

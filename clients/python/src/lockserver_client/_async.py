@@ -28,6 +28,7 @@ from ._util import (
     new_request_id,
     optional_millis,
     seconds,
+    validate_label,
     validate_name,
     validate_request_id,
 )
@@ -110,11 +111,10 @@ class AsyncClient:
         lease_margin: Seconds = 0.0,
         drift: float = 0.01,
     ) -> None:
-        if secret is None:
-            secret = env("LOCKSERVER_SECRET")
-        if secret is not None and (not isinstance(secret, str) or not secret.isprintable()):
-            raise InvalidArgument("the secret is a str without control characters")
-        owner = owner or env("LOCKSERVER_OWNER") or default_owner()
+        secret = secret or env("LOCKSERVER_SECRET")
+        if secret is not None:
+            validate_label(secret, "the secret")
+        owner = validate_label(owner or env("LOCKSERVER_OWNER") or default_owner(), "owner")
         if not isinstance(drift, (int, float)) or not 0 <= drift < 0.5:
             raise InvalidArgument("drift must be in [0, 0.5)")
         session_ttl_ms = optional_millis(session_ttl, "session_ttl")
@@ -127,7 +127,7 @@ class AsyncClient:
             )
         self._settings = Settings(
             addr or env("LOCKSERVER_ADDR") or DEFAULT_ADDR,
-            secret or None,
+            secret,
             owner,
             session_ttl_ms,
             grace_ms,

@@ -227,28 +227,27 @@ class Driver:
         and waits for the server's close frame (briefly). The driver can be used again: the
         next request opens a new session."""
         runner, self._runner = self._runner, None
-        ws = self._ws
-        self._drop_connection()
         if runner is not None:
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)
+        await self._close_connection()
+        self._fail_all(ConnectionLost("the client was closed"))
+
+    async def _close_connection(self) -> None:
+        """Closes the connection cleanly (the server ends the session at once) and marks the
+        session over here."""
+        ws = self._ws
+        self._drop_connection()
         if ws is not None:
             try:
                 await asyncio.wait_for(ws.close(1000, "client closed"), 2.0)
-            except Exception:  # the connection may be gone already: nothing to end cleanly
+            except asyncio.CancelledError:
+                _abort(ws)
+                self._end_session(LostReason.SESSION)
+                raise
+            except Exception:  # the connection is gone already: nothing to end cleanly
                 _abort(ws)
         self._end_session(LostReason.SESSION)
-        self._fail_all(ConnectionLost("the client was closed"))
-
-    def abort(self) -> None:
-        """Stops at once without a clean close (the loop is going away)."""
-        runner, self._runner = self._runner, None
-        ws = self._ws
-        self._drop_connection()
-        if runner is not None:
-            runner.cancel()
-        if ws is not None:
-            _abort(ws)
 
     def _submit(
         self, request: Reply, wait: Optional[float], deadline: Optional[float]
@@ -346,6 +345,13 @@ class Driver:
             try:
                 await self._step()
             except asyncio.CancelledError:
+                if self._runner is asyncio.current_task():
+                    # Cancelled from outside, not by close(): the loop is shutting down
+                    # (asyncio.run cancels every task at its end). End the session cleanly,
+                    # as close() would, so its holds are freed now rather than at its lease.
+                    self._runner = None
+                    await self._close_connection()
+                    self._fail_all(ConnectionLost("the client's event loop is shutting down"))
                 raise
             except Exception as bug:  # never leave callers waiting on a dead task
                 log.exception("the session's driver failed; reconnecting")

@@ -42,9 +42,26 @@ def validate_name(name: object) -> str:
 def validate_request_id(request_id: object) -> str:
     if not isinstance(request_id, str) or not request_id:
         raise InvalidArgument("request_id is a non-empty str")
-    if len(request_id.encode("utf-8", "surrogatepass")) > MAX_REQUEST_ID_BYTES:
+    if len(utf8(request_id, "request_id")) > MAX_REQUEST_ID_BYTES:
         raise InvalidArgument(f"request_id is at most {MAX_REQUEST_ID_BYTES} bytes")
     return request_id
+
+
+def validate_label(value: object, what: str) -> str:
+    """An owner label or a secret: a str that is valid UTF-8 without control characters."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{what} is a non-empty str")
+    utf8(value, what)
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise InvalidArgument(f"{what} has control characters")
+    return value
+
+
+def utf8(value: str, what: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} must be valid UTF-8 (it has a lone surrogate)") from None
 
 
 def new_request_id() -> str:
