@@ -73,6 +73,12 @@ export interface AcquireSpec extends AcquireOptions {
   permits?: number;
 }
 
+/** {@link Semaphore} acquire options: {@link AcquireOptions} and the permits to take. */
+export interface SemaphoreAcquireOptions extends AcquireOptions {
+  /** How many permits to take, 1 ≤ permits ≤ the limit (default 1). */
+  permits?: number;
+}
+
 /** Options a lock object applies to every acquire (each call may override them). */
 export type HoldDefaults = Pick<AcquireOptions, 'ttl' | 'lockDelay'>;
 
@@ -367,12 +373,12 @@ export class Semaphore {
   }
 
   /** Waits for `options.permits` permits (default 1; 1 ≤ permits ≤ limit). */
-  acquire(options: AcquireOptions & { permits?: number } = {}): Promise<LockHandle> {
+  acquire(options: SemaphoreAcquireOptions = {}): Promise<LockHandle> {
     return this.#client.acquire(this.name, { ...this.#defaults, ...options, kind: 'semaphore', limit: this.limit });
   }
 
   /** Takes `options.permits` permits if they are free now; null if not. */
-  tryAcquire(options: Omit<AcquireOptions, 'wait'> & { permits?: number } = {}): Promise<LockHandle | null> {
+  tryAcquire(options: Omit<SemaphoreAcquireOptions, 'wait'> = {}): Promise<LockHandle | null> {
     return this.#client.tryAcquire(this.name, { ...this.#defaults, ...options, kind: 'semaphore', limit: this.limit });
   }
 }

@@ -54,6 +54,8 @@ export class LockError extends Error {
   /** The HTTP status, when the error came from an HTTP answer. */
   readonly status?: number;
 
+  /** @param code - the error code; `options.cause` the underlying error, `options.status` the
+   * HTTP status it came with. */
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
@@ -179,6 +181,7 @@ export class LimitExceededError extends LockError {
  * {@link ConnectionError}). Never read it as "not acquired".
  */
 export class OutcomeUnknownError extends LockError {
+  /** Always true: the request may or may not have taken effect. */
   override get outcomeUnknown(): boolean {
     return true;
   }

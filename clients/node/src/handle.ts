@@ -9,6 +9,7 @@ export interface Hold {
   name: string;
   /** The hold's id: what release, renew and the admin routes use. */
   hold_id: string;
+  /** `lock` or `semaphore`. */
   kind: 'lock' | 'semaphore';
   /** `exclusive` or `shared` for a lock. */
   mode: 'exclusive' | 'shared' | null;

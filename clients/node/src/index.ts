@@ -40,7 +40,7 @@ import { LockHandle } from './handle.js';
 import { encodeName, validateName } from './names.js';
 import { LockserverClient } from './seed.js';
 
-export type { AcquireOptions, AcquireSpec, ClientOptions, HoldDefaults } from './client.js';
+export type { AcquireOptions, AcquireSpec, ClientOptions, HoldDefaults, SemaphoreAcquireOptions } from './client.js';
 export type { ErrorCode, LostReason } from './errors.js';
 export type { Hold, LockHandleEvents } from './handle.js';
 export type { LockserverClientOptions } from './seed.js';
