@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod backend_suite;
+pub mod pg;
 pub mod redis_servers;
 pub mod stream;
 
