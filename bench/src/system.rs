@@ -120,8 +120,10 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // SIGTERM first so servers shut down cleanly (PostgreSQL stops its backends), then kill.
-        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        // SIGINT first so servers shut down cleanly, then kill. SIGINT is PostgreSQL's fast
+        // shutdown (SIGTERM, its smart shutdown, waits for every client to disconnect); Redis,
+        // etcd and Lockserver shut down on it as on SIGTERM.
+        let _ = Command::new("kill").args(["-INT", &self.pid.to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
