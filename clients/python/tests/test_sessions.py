@@ -230,7 +230,9 @@ def test_a_killed_client_process_loses_its_locks_after_the_session_ttl(server, n
 async def test_a_killed_server_fires_the_lost_signal_at_the_local_deadline():
     victim = Server()
     try:
-        async with AsyncClient(victim.addr, session_ttl=1.0) as a, \
+        # lease_margin absorbs this busy machine's timer lateness (its purpose: stop the work
+        # before the server could free the hold).
+        async with AsyncClient(victim.addr, session_ttl=1.0, lease_margin=0.1) as a, \
                 AsyncClient(victim.addr) as b:
             handle = await a.acquire("k")
             blocker = await b.acquire("w")
@@ -241,9 +243,10 @@ async def test_a_killed_server_fires_the_lost_signal_at_the_local_deadline():
             reason = await asyncio.wait_for(handle.wait_lost(), 5)
             fired_after = time.monotonic() - killed_at
             assert reason is LostReason.LEASE_DEADLINE
-            # Before the server could have freed it: the lease counts from the last ping's
-            # send, which was before the kill.
-            assert fired_after < 1.0, f"fired {fired_after:.3f} s after the kill"
+            # Before the server could have freed it (the lease counts from the last answered
+            # ping's send, which was before the kill), and not at the drop itself (the last
+            # ping was at most a third of the TTL before the kill).
+            assert 0.4 < fired_after < 1.0, f"fired {fired_after:.3f} s after the kill"
             # The waiting acquire's outcome is unknown once the session cannot come back.
             with pytest.raises(ConnectionLost):
                 await asyncio.wait_for(waiter, 10)
