@@ -222,28 +222,27 @@ export class StreamSession {
   async #close(): Promise<void> {
     const ws = this.#ws;
     const session = this.#session;
-    if (ws !== null && this.#phase !== 'idle') {
-      const open = this.#phase === 'open';
-      this.#phase = 'closing';
-      // The server answers a WebSocket close before it has ended the session in its table;
-      // `DELETE /v1/sessions/{id}` answers once it has (holds released, committed). So when
-      // close() resolves, every hold of the session is free for others.
-      if (open && session !== null) await this.#endSession(session.id);
-      if (ws.readyState !== WebSocket.CLOSED) {
-        await new Promise<void>((resolve) => {
-          const bound = setTimeout(() => {
-            ws.terminate();
-            resolve();
-          }, 2000);
-          bound.unref();
-          ws.once('close', () => {
-            clearTimeout(bound);
-            resolve();
-          });
-          if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'client closed');
-          else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+    this.#phase = 'closing';
+    this.#clearTimer('reconnect');
+    // The server answers a WebSocket close before it has ended the session in its table;
+    // `DELETE /v1/sessions/{id}` answers once it has (holds released, committed). So when
+    // close() resolves, every hold of the session is free for others — also when the
+    // connection is down and the session was waiting for a resume.
+    if (session !== null) await this.#endSession(session.id);
+    if (ws !== null && ws.readyState !== WebSocket.CLOSED) {
+      await new Promise<void>((resolve) => {
+        const bound = setTimeout(() => {
+          ws.terminate();
+          resolve();
+        }, 2000);
+        bound.unref();
+        ws.once('close', () => {
+          clearTimeout(bound);
+          resolve();
         });
-      }
+        if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'client closed');
+        else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
+      });
     }
     this.#dropConnection();
     this.#clearTimer('reconnect');
@@ -402,7 +401,7 @@ export class StreamSession {
       response.once('error', done);
     });
     ws.on('open', () => {
-      if (ws !== this.#ws) return;
+      if (ws !== this.#ws || this.#phase === 'closing') return;
       this.#phase = 'hello';
       this.#sendHello();
     });
@@ -538,6 +537,7 @@ export class StreamSession {
    * give up on everything waiting. */
   #connectFailed(message: string): void {
     this.#dropConnection();
+    if (this.#phase === 'closing') return;
     const at = now();
     const delay = this.#backoff;
     this.#backoff = Math.min(this.#backoff * 2, MAX_BACKOFF);
