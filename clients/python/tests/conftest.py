@@ -225,7 +225,7 @@ class Proxy:
         self.refusing = False
         #: While set, bytes are held back (both ways): a server that stops answering.
         self.paused = False
-        self.links: List[asyncio.BaseTransport] = []
+        self.links: List[asyncio.Transport] = []
         self.accepted = 0
         self._server: Optional[asyncio.AbstractServer] = None
 

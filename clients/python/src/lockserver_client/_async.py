@@ -420,6 +420,7 @@ class AsyncHandle:
 
     @property
     def name(self) -> str:
+        """The lock's or semaphore's name."""
         return str(self._hold["name"])
 
     @property
@@ -445,6 +446,7 @@ class AsyncHandle:
 
     @property
     def permits(self) -> int:
+        """How many permits the hold takes (1 for a lock)."""
         return int(self._hold.get("permits") or 1)
 
     @property
@@ -454,6 +456,7 @@ class AsyncHandle:
 
     @property
     def owner(self) -> str:
+        """The owner label the server shows for the hold."""
         return str(self._hold.get("owner", ""))
 
     @property

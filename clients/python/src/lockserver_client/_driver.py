@@ -23,7 +23,7 @@ import inspect
 import json
 import logging
 import weakref
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -750,7 +750,7 @@ async def _reply_to(ws: Any, request_id: int) -> Reply:
             return reply
 
 
-def _http_refusal(status: int, body: Optional[bytes]) -> Exception:
+def _http_refusal(status: int, body: Optional[Union[bytes, bytearray]]) -> Exception:
     """The upgrade was answered with an HTTP error."""
     try:
         detail = json.loads(body or b"")["error"]

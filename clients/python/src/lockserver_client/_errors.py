@@ -120,6 +120,7 @@ class ConnectionLost(LockError, ConnectionError):
 
     @property
     def outcome_unknown(self) -> bool:
+        """Always true: the request may or may not have taken effect."""
         return True
 
 
@@ -133,8 +134,8 @@ class ServerError(LockError):
 
     @property
     def outcome_unknown(self) -> bool:
-        # The server failed part-way, or could not serve: a retry with the same request_id
-        # is the way to learn what happened.
+        """True for ``internal`` and ``unavailable``: the server failed part-way or could not
+        serve, and a retry with the same ``request_id`` is the way to learn what happened."""
         return self.code in ("internal", "unavailable")
 
 
@@ -186,6 +187,7 @@ class SeedHTTPError(LockError, OSError):
 
     @property
     def status_code(self) -> int:
+        """The HTTP status (also ``response.status_code``)."""
         return self.response.status_code
 
 

@@ -138,7 +138,7 @@ def _seed_error(status: int, text: str, url: str) -> SeedHTTPError:
         try:
             import requests  # noqa: F401  (only to match the original's exception type)
 
-            class CompatHTTPError(SeedHTTPError, requests.HTTPError):
+            class CompatHTTPError(SeedHTTPError, requests.HTTPError):  # type: ignore[misc]
                 pass
 
             CompatHTTPError.__name__ = CompatHTTPError.__qualname__ = "SeedHTTPError"

@@ -8,7 +8,7 @@ import logging
 import threading
 import weakref
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Dict, Optional, Type, TypeVar, Union
+from typing import Any, Callable, Coroutine, Dict, Optional, Type, TypeVar, Union
 
 from ._async import KEEP_TTL, AsyncClient, AsyncHandle, Mode, _Keep
 from ._lost import LostCallback, LostReason
@@ -42,7 +42,7 @@ class _LoopThread:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def run(self, function: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    def run(self, function: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
         """Runs ``function(*args, **kwargs)`` on the loop and waits for its result. An
         interrupted wait (Ctrl-C) cancels it (a pending acquire is withdrawn)."""
         if threading.current_thread() is self._thread:
@@ -367,6 +367,7 @@ class Handle:
 
     @property
     def name(self) -> str:
+        """The lock's or semaphore's name."""
         return self._inner.name
 
     @property
@@ -381,30 +382,38 @@ class Handle:
 
     @property
     def kind(self) -> str:
+        """``"lock"`` or ``"semaphore"``."""
         return self._inner.kind
 
     @property
     def mode(self) -> Optional[str]:
+        """``"exclusive"`` or ``"shared"`` for a lock; ``None`` for a semaphore."""
         return self._inner.mode
 
     @property
     def permits(self) -> int:
+        """How many permits the hold takes (1 for a lock)."""
         return self._inner.permits
 
     @property
     def limit(self) -> Optional[int]:
+        """The semaphore's limit; ``None`` for a lock."""
         return self._inner.limit
 
     @property
     def owner(self) -> str:
+        """The owner label the server shows for the hold."""
         return self._inner.owner
 
     @property
     def expires_in(self) -> Optional[float]:
+        """Seconds the hold's own TTL had left at the grant or the last renew
+        (``None``: no TTL of its own)."""
         return self._inner.expires_in
 
     @property
     def hold(self) -> Dict[str, Any]:
+        """The hold as the server last described it (a copy)."""
         return self._inner.hold
 
     @property
@@ -424,6 +433,7 @@ class Handle:
 
     @property
     def released(self) -> bool:
+        """Whether :meth:`release` was called (or the block exited)."""
         return self._inner.released
 
     def on_lost(self, callback: LostCallback) -> None:
