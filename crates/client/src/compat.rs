@@ -44,6 +44,8 @@ pub enum LockMode {
 
 /// One server-side wait of a blocking acquire; it is re-issued until granted.
 const WAIT_CHUNK_MS: u64 = 30_000;
+/// The pause after an immediate refusal of a blocking acquire, before asking again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(200);
 
 /// A client of the original API: locks identified by (resource, owner).
 #[derive(Debug)]
@@ -174,9 +176,17 @@ impl LockserverClient {
         };
         let body = AcquireBody { resource, owner: &self.owner, expire, wait_ms };
         loop {
+            let asked = std::time::Instant::now();
             match self.post("/acquire", &body, wait_ms.unwrap_or(0))? {
                 StatusCode::OK => return Ok(()),
-                StatusCode::CONFLICT if mode == LockMode::Blocking => continue,
+                StatusCode::CONFLICT if mode == LockMode::Blocking => {
+                    // A refusal before the wait ran out (this owner already holds it, a limit)
+                    // would repeat at once: pause as the original did between its polls.
+                    if asked.elapsed() < Duration::from_millis(WAIT_CHUNK_MS / 2) {
+                        std::thread::sleep(REFUSED_PAUSE);
+                    }
+                    continue;
+                }
                 StatusCode::CONFLICT => {
                     return Err(io::Error::new(io::ErrorKind::WouldBlock, "Resource is locked"))
                 }

@@ -305,6 +305,14 @@ impl Driver {
 
     async fn ping(&mut self) {
         let ttl = self.session.as_ref().map_or(Duration::from_secs(2), |s| s.ttl);
+        // A ping unanswered for half the lease means a dead (half-open) connection: reconnect
+        // and resume while the lease still allows it, rather than wait for TCP to give up.
+        let oldest = self.pings.values().min().copied();
+        if oldest.is_some_and(|sent| sent.elapsed() >= ttl / 2) {
+            tracing::debug!("a ping went unanswered for half the lease; reconnecting");
+            self.disconnected(None).await;
+            return;
+        }
         self.next_ping = Instant::now() + ttl / 3;
         let id = self.next_id();
         self.pings.insert(id, Instant::now());

@@ -598,3 +598,16 @@ async fn shutdown_closes_streams_as_restarting_and_exits_promptly() {
     }
     assert!(server.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_completed_clean_close_has_already_freed_the_holds() {
+    let server = Server::start(&[]);
+    for round in 0..30 {
+        let mut ws = Ws::connect(server.addr).await;
+        let reply = ws.call(acquire("closing")).await;
+        hold(&reply);
+        ws.close().await;
+        // No polling: the close handshake completes only after the session has ended.
+        assert_eq!(holders(&server, "closing").await, 0, "round {round}: still held after close");
+    }
+}

@@ -214,12 +214,14 @@ impl Session {
         let outbox = self.conn.take().expect("attached until the exit");
         match exit {
             Exit::Closed => {
-                outbox.stop(None, true, CLOSE_BOUND).await;
+                // The session ends before the close is answered: a client whose close has
+                // completed can count on its holds being free.
                 tracing::debug!(session = %self.id, "closed by its client");
                 let command = Command::CloseSession { session_id: self.id };
                 if let Err(err) = self.state.node.propose(command).await {
                     tracing::warn!(session = %self.id, error = %err, "cannot close the session");
                 }
+                outbox.stop(None, true, CLOSE_BOUND).await;
             }
             Exit::Ended(frame) => {
                 outbox.stop(Some(frame), true, CLOSE_BOUND).await;
