@@ -69,13 +69,25 @@ class Server:
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [BIN, "--port", "0", "--locker-port", "0",
-                 "--data-dir", os.path.join(self.dir, "data"),
-                 "--admin-secret", admin_secret, *args],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                env=env, cwd=self.dir,
+                [
+                    BIN,
+                    "--port",
+                    "0",
+                    "--locker-port",
+                    "0",
+                    "--data-dir",
+                    os.path.join(self.dir, "data"),
+                    "--admin-secret",
+                    admin_secret,
+                    *args,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+                cwd=self.dir,
             )
-        lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        lines: queue.Queue[Optional[str]] = queue.Queue()
 
         def pump() -> None:
             assert self.process.stdout is not None
@@ -162,14 +174,15 @@ class Server:
         until(lambda: self.waiters(name, kind) == count, within, f"{count} waiters on {name!r}")
 
     def until_holders(self, name: str, count: int, kind: str = "locks", within: float = 10) -> None:
-        until(lambda: len(self.holders(name, kind)) == count, within,
-              f"{count} holders of {name!r}")
+        until(
+            lambda: len(self.holders(name, kind)) == count, within, f"{count} holders of {name!r}"
+        )
 
 
 def field(line: str, key: str) -> str:
     for part in line.split():
         if part.startswith(key + "="):
-            return part[len(key) + 1:]
+            return part[len(key) + 1 :]
     raise AssertionError(f"no {key}= in {line!r}")
 
 
@@ -187,7 +200,9 @@ def until(condition: Callable[[], bool], within: float = 10, what: str = "the co
         time.sleep(0.01)
 
 
-async def until_async(condition: Callable[[], bool], within: float = 10, what: str = "the condition") -> None:
+async def until_async(
+    condition: Callable[[], bool], within: float = 10, what: str = "the condition"
+) -> None:
     """``until`` for async tests: the HTTP look-up runs in a thread so the loop keeps going."""
     deadline = time.monotonic() + within
     while not await asyncio.to_thread(condition):
@@ -229,7 +244,7 @@ class Proxy:
         self.accepted = 0
         self._server: Optional[asyncio.AbstractServer] = None
 
-    async def start(self) -> "Proxy":
+    async def start(self) -> Proxy:
         self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         self.addr = f"127.0.0.1:{self.port}"

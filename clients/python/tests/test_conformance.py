@@ -58,8 +58,8 @@ class Run:
         self.clients: Dict[str, AsyncClient] = {}
         self.holds: Dict[str, AsyncHandle] = {}
         self.tokens: Dict[str, int] = {}
-        self.started: Dict[str, "asyncio.Task[AsyncHandle]"] = {}
-        self.cancelled: List["asyncio.Task[AsyncHandle]"] = []
+        self.started: Dict[str, asyncio.Task[AsyncHandle]] = {}
+        self.cancelled: List[asyncio.Task[AsyncHandle]] = []
 
     def client(self, step: Dict[str, Any]) -> AsyncClient:
         label = step["client"]
@@ -166,7 +166,8 @@ class Run:
             kind = "semaphores" if step["kind"] == "semaphore" else "locks"
             name, count = self.name(step), step["count"]
             await until_async(
-                lambda: self.server.waiters(name, kind) == count, 10,
+                lambda: self.server.waiters(name, kind) == count,
+                10,
                 f"{count} waiters on {name!r}",
             )
         elif do == "expect_lost":
@@ -197,7 +198,8 @@ async def _outcome(awaitable: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "index", range(len(SCENARIOS)),
+    "index",
+    range(len(SCENARIOS)),
     ids=[f"{i:02d}-{_slug(s['name'])}" for i, s in enumerate(SCENARIOS)],
 )
 async def test_conformance_scenario(conformance_server, index):
@@ -209,4 +211,3 @@ async def test_conformance_scenario(conformance_server, index):
         assert not run.started, "a started acquire was never awaited"
     finally:
         await run.finish()
-

@@ -148,8 +148,11 @@ async def test_names_are_checked_before_anything_is_sent(server, name):
 
 
 async def test_shared_holds_coexist_and_exclude_an_exclusive_one(server, name):
-    async with AsyncClient(server.addr) as a, AsyncClient(server.addr) as b, \
-            AsyncClient(server.addr) as c:
+    async with (
+        AsyncClient(server.addr) as a,
+        AsyncClient(server.addr) as b,
+        AsyncClient(server.addr) as c,
+    ):
         r1 = await a.acquire(name("rw"), mode="shared", wait=0)
         r2 = await b.acquire(name("rw"), mode="shared", wait=0)
         assert (r1.mode, r2.mode) == ("shared", "shared")
@@ -168,8 +171,11 @@ async def test_shared_holds_coexist_and_exclude_an_exclusive_one(server, name):
 
 
 async def test_a_semaphore_admits_up_to_its_limit_weighted_by_permits(server, name):
-    async with AsyncClient(server.addr) as a, AsyncClient(server.addr) as b, \
-            AsyncClient(server.addr) as c:
+    async with (
+        AsyncClient(server.addr) as a,
+        AsyncClient(server.addr) as b,
+        AsyncClient(server.addr) as c,
+    ):
         two = await a.acquire_semaphore(name("sem"), 3, permits=2, wait=0)
         assert (two.kind, two.limit, two.permits, two.mode) == ("semaphore", 3, 2, None)
         assert await b.try_acquire_semaphore(name("sem"), 3, permits=2) is None
@@ -236,7 +242,11 @@ async def test_handles_expose_the_grant(server, name):
         shown = server.holders(name("n"))[0]
         assert handle.hold_id == shown["hold_id"] and handle.token == shown["token"]
         assert (handle.name, handle.kind, handle.mode, handle.owner) == (
-            name("n"), "lock", "exclusive", "worker-7")
+            name("n"),
+            "lock",
+            "exclusive",
+            "worker-7",
+        )
         assert shown["session"] == client.session_id
         assert handle.expires_in is None, "the session covers its holds"
         assert not handle.is_lost and handle.lost_reason is None and not handle.lost.is_set()
@@ -308,7 +318,7 @@ async def test_async_context_manager_holds_for_the_block_and_releases_on_exit(se
         assert server.holders(name("ctx")) == []
         with pytest.raises(ZeroDivisionError):
             async with client.lock(name("ctx"), wait=5) as lock:
-                1 / 0
+                raise ZeroDivisionError(lock.hold_id)
         assert server.holders(name("ctx")) == [], "released when the block raised"
         handle = await client.lock(name("ctx"), wait=0)  # awaitable too
         async with handle:

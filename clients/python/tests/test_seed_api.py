@@ -65,7 +65,10 @@ def test_seed_default_owner_is_unique_to_the_process(server, name):
     )
     other = subprocess.run(
         [sys.executable, "-c", code, server.addr, name("mine")],
-        capture_output=True, text=True, timeout=30, env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ),
     )
     assert other.returncode == 0, other.stderr
     other_owner, status = other.stdout.split()
@@ -189,7 +192,7 @@ def test_seed_every_request_has_a_timeout():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
-        client = LockserverClient("127.0.0.1:%d" % silent.getsockname()[1], "a", timeout=0.3)
+        client = LockserverClient(f"127.0.0.1:{silent.getsockname()[1]}", "a", timeout=0.3)
         started = time.monotonic()
         with pytest.raises(ConnectionLost):
             client.acquire("x", blocking=False)

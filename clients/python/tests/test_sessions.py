@@ -101,8 +101,10 @@ def test_an_event_loop_that_ends_without_close_ends_the_session_cleanly(server, 
 async def test_a_broken_connection_resumes_the_session(server, name):
     proxy = await Proxy(server.host, server.port).start()
     try:
-        async with AsyncClient(proxy.addr, session_ttl=5) as client, \
-                AsyncClient(server.addr) as direct:
+        async with (
+            AsyncClient(proxy.addr, session_ttl=5) as client,
+            AsyncClient(server.addr) as direct,
+        ):
             held = await client.acquire(name("r"))
             session = client.session_id
             blocker = await direct.acquire(name("w"))
@@ -138,8 +140,10 @@ async def test_a_broken_connection_resumes_the_session(server, name):
 async def test_a_session_that_ended_while_away_is_over_when_resumed(server, name):
     proxy = await Proxy(server.host, server.port).start()
     try:
-        async with AsyncClient(proxy.addr, session_ttl=5) as client, \
-                AsyncClient(server.addr) as direct:
+        async with (
+            AsyncClient(proxy.addr, session_ttl=5) as client,
+            AsyncClient(server.addr) as direct,
+        ):
             held = await client.acquire(name("r"))
             session = client.session_id
             blocker = await direct.acquire(name("w"))
@@ -168,8 +172,10 @@ async def test_a_session_that_ended_while_away_is_over_when_resumed(server, name
 async def test_a_server_that_stops_answering_cannot_stall_a_bounded_wait(server, name):
     proxy = await Proxy(server.host, server.port).start()
     try:
-        async with AsyncClient(proxy.addr, session_ttl=5, request_timeout=0.3) as client, \
-                AsyncClient(server.addr) as direct:
+        async with (
+            AsyncClient(proxy.addr, session_ttl=5, request_timeout=0.3) as client,
+            AsyncClient(server.addr) as direct,
+        ):
             blocker = await direct.acquire(name("n"))
             assert await client.check(name("n"), blocker.token)  # connected
             proxy.paused = True
@@ -212,7 +218,9 @@ def test_a_killed_client_process_loses_its_locks_after_the_session_ttl(server, n
     )
     with subprocess.Popen(
         [sys.executable, "-c", CHILD, server.addr, name("k")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
     ) as child:
         try:
             assert child.stdout is not None
@@ -232,8 +240,10 @@ async def test_a_killed_server_fires_the_lost_signal_at_the_local_deadline():
     try:
         # lease_margin absorbs this busy machine's timer lateness (its purpose: stop the work
         # before the server could free the hold).
-        async with AsyncClient(victim.addr, session_ttl=1.0, lease_margin=0.1) as a, \
-                AsyncClient(victim.addr) as b:
+        async with (
+            AsyncClient(victim.addr, session_ttl=1.0, lease_margin=0.1) as a,
+            AsyncClient(victim.addr) as b,
+        ):
             handle = await a.acquire("k")
             blocker = await b.acquire("w")
             waiter = asyncio.ensure_future(a.acquire("w", wait=None))
@@ -290,7 +300,7 @@ async def test_an_unreachable_server_is_connection_lost_never_not_acquired():
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
-        addr = "127.0.0.1:%d" % silent.getsockname()[1]
+        addr = f"127.0.0.1:{silent.getsockname()[1]}"
         async with AsyncClient(addr, connect_timeout=0.3) as mute:
             started = time.monotonic()
             with pytest.raises(ConnectionLost):
@@ -317,7 +327,8 @@ async def test_leader_hints_are_followed(server, name):
         ).encode()
         writer.write(
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
         )
         await writer.drain()
         writer.close()

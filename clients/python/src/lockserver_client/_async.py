@@ -179,7 +179,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "AsyncHandle":
+    ) -> AsyncHandle:
         """Acquires the lock ``name`` (``mode``: ``"exclusive"`` or ``"shared"``).
 
         ``wait``: ``None`` (the default) waits without a deadline; ``0`` tries once and raises
@@ -210,7 +210,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> Optional["AsyncHandle"]:
+    ) -> Optional[AsyncHandle]:
         """Takes the lock if it is free now; ``None`` if it is held."""
         try:
             return await self.acquire(
@@ -229,7 +229,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "AsyncHandle":
+    ) -> AsyncHandle:
         """Takes ``permits`` of the semaphore ``name``'s ``limit`` permits (1 ≤ permits ≤
         limit), waiting as :meth:`acquire` does. Everyone using the name must agree on the
         limit (a mismatch while it is in use raises :class:`Conflict`)."""
@@ -246,7 +246,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> Optional["AsyncHandle"]:
+    ) -> Optional[AsyncHandle]:
         """Takes the permits if they are free now; ``None`` if not."""
         try:
             return await self.acquire_semaphore(
@@ -270,7 +270,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "AsyncAcquisition":
+    ) -> AsyncAcquisition:
         """The lock as an async context manager (``async with client.lock("db", wait=5) as
         lock:``): acquired on entry, released on exit. Awaiting it gives the handle."""
         return AsyncAcquisition(
@@ -289,7 +289,7 @@ class AsyncClient:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "AsyncAcquisition":
+    ) -> AsyncAcquisition:
         """Semaphore permits as an async context manager (see :meth:`lock`)."""
         return AsyncAcquisition(
             lambda: self.acquire_semaphore(
@@ -311,7 +311,7 @@ class AsyncClient:
         ttl: Optional[Seconds],
         lock_delay: Optional[Seconds],
         request_id: Optional[str],
-    ) -> "AsyncHandle":
+    ) -> AsyncHandle:
         name = validate_name(name)
         wait_s = None if wait is None else seconds(wait, "wait")
         request: Dict[str, Any] = {"op": "acquire", "name": name, **spec}
@@ -357,7 +357,7 @@ class AsyncClient:
                 return
             await driver.close()
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(
@@ -376,14 +376,14 @@ class AsyncAcquisition:
     """What :meth:`AsyncClient.lock` and :meth:`AsyncClient.semaphore` return: an async
     context manager that holds the lock for its block, or an awaitable giving the handle."""
 
-    def __init__(self, start: Callable[[], Awaitable["AsyncHandle"]]) -> None:
+    def __init__(self, start: Callable[[], Awaitable[AsyncHandle]]) -> None:
         self._start = start
         self._handle: Optional[AsyncHandle] = None
 
-    def __await__(self) -> Generator[Any, None, "AsyncHandle"]:
+    def __await__(self) -> Generator[Any, None, AsyncHandle]:
         return self._start().__await__()
 
-    async def __aenter__(self) -> "AsyncHandle":
+    async def __aenter__(self) -> AsyncHandle:
         self._handle = await self._start()
         return self._handle
 
@@ -564,7 +564,7 @@ class AsyncHandle:
         self._released = True
         self._driver.release_later_threadsafe(self.hold_id)
 
-    async def __aenter__(self) -> "AsyncHandle":
+    async def __aenter__(self) -> AsyncHandle:
         return self
 
     async def __aexit__(

@@ -94,7 +94,7 @@ class _Slot:
         request: Reply,
         wait: Optional[float],
         deadline: Optional[float],
-        future: Optional["asyncio.Future[Answer]"],
+        future: Optional[asyncio.Future[Answer]],
     ) -> None:
         self.request = request
         self.op: str = request["op"]
@@ -144,12 +144,12 @@ class Driver:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.loop = loop
-        self._runner: Optional["asyncio.Task[None]"] = None
+        self._runner: Optional[asyncio.Task[None]] = None
         self._wake = asyncio.Event()
         # The open connection (hello answered), its write queue and helper tasks.
         self._ws: Any = None
-        self._queue: Optional["asyncio.Queue[str]"] = None
-        self._tasks: List["asyncio.Task[None]"] = []
+        self._queue: Optional[asyncio.Queue[str]] = None
+        self._tasks: List[asyncio.Task[None]] = []
         self._session: Optional[_Session] = None
         self._next_id = 1
         self._next_slot = 1
@@ -157,7 +157,7 @@ class Driver:
         self._by_id: Dict[int, int] = {}
         # hold_id → its lost signal. Weak: the handles own the signal, so a forgotten handle
         # is collected (and released) even if a callback refers back to it.
-        self._holds: Dict[str, "weakref.ref[LostState]"] = {}
+        self._holds: Dict[str, weakref.ref[LostState]] = {}
         # Outstanding pings: id → send time.
         self._pings: Dict[int, float] = {}
         # The local lease deadline (already less the drift, round trip and margin), and the
@@ -251,11 +251,11 @@ class Driver:
 
     def _submit(
         self, request: Reply, wait: Optional[float], deadline: Optional[float]
-    ) -> Tuple[int, "asyncio.Future[Answer]"]:
+    ) -> Tuple[int, asyncio.Future[Answer]]:
         self._ensure_running()
         slot = self._next_slot
         self._next_slot += 1
-        future: "asyncio.Future[Answer]" = self.loop.create_future()
+        future: asyncio.Future[Answer] = self.loop.create_future()
         self._slots[slot] = _Slot(request, wait, deadline, future)
         if self._queue is not None:
             self._send_slot(slot)
@@ -263,7 +263,7 @@ class Driver:
             self._wake.set()
         return slot, future
 
-    def _abandon(self, slot: int, future: "asyncio.Future[Answer]") -> None:
+    def _abandon(self, slot: int, future: asyncio.Future[Answer]) -> None:
         """The caller went away: withdraw its acquire, or give back a grant it missed."""
         if future.done():
             if not future.cancelled() and future.exception() is None:
@@ -400,7 +400,7 @@ class Driver:
             self._pings[ping_id] = self.loop.time()
             self._write({"id": ping_id, "op": "ping"})
 
-    async def _writer(self, ws: Any, queue: "asyncio.Queue[str]") -> None:
+    async def _writer(self, ws: Any, queue: asyncio.Queue[str]) -> None:
         try:
             while True:
                 text = await queue.get()
@@ -449,7 +449,11 @@ class Driver:
             if ends and now < max(ends):
                 # Requests whose wait is over cannot be helped by waiting for the reconnect.
                 for slot, entry in list(self._slots.items()):
-                    if entry.future is not None and entry.deadline is not None and entry.deadline <= now:
+                    if (
+                        entry.future is not None
+                        and entry.deadline is not None
+                        and entry.deadline <= now
+                    ):
                         del self._slots[slot]
                         self._fail(entry, ConnectionLost(message))
                 return
@@ -642,10 +646,16 @@ class Driver:
             return
         if future is None or future.done():
             return
+        error = message.get("error") or {}
+        resent = len(entry.ids) > 1
+        if not ok and entry.op == "release" and resent and error.get("code") == "not_found":
+            # A re-sent release whose first answer was lost with the connection: the hold is
+            # gone either way, which is what the release asked for.
+            ok = True
         if ok:
             future.set_result((message, None))
         else:
-            future.set_exception(error_from_detail(message.get("error"), entry.wait))
+            future.set_exception(error_from_detail(error, entry.wait))
 
     # ----- the lease -----
 

@@ -28,7 +28,7 @@ class LostReason(str, enum.Enum):
     LEASE_DEADLINE = "lease_deadline"
 
     @classmethod
-    def from_wire(cls, value: object) -> "LostReason":
+    def from_wire(cls, value: object) -> LostReason:
         try:
             return cls(value)
         except ValueError:

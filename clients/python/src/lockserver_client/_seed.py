@@ -75,7 +75,9 @@ class LockserverClient:
         backoff = 0.05
         while True:
             started = time.monotonic()
-            status, text, token = self._post("/acquire", body, WAIT_CHUNK_MS / 1000 if blocking else 0)
+            status, text, token = self._post(
+                "/acquire", body, WAIT_CHUNK_MS / 1000 if blocking else 0
+            )
             if status == 200:
                 self.last_token = int(token) if token and token.isdigit() else None
                 return True
@@ -100,7 +102,9 @@ class LockserverClient:
         if not 200 <= status < 300:
             raise _seed_error(status, text, self.base_url + "/release")
 
-    def _post(self, route: str, body: Dict[str, Any], wait: float) -> Tuple[int, str, Optional[str]]:
+    def _post(
+        self, route: str, body: Dict[str, Any], wait: float
+    ) -> Tuple[int, str, Optional[str]]:
         url = urllib.parse.urlsplit(self.base_url)
         connection_class = (
             http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection

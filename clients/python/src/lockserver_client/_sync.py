@@ -181,7 +181,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "Handle":
+    ) -> Handle:
         """Acquires the lock ``name``; see :meth:`AsyncClient.acquire` for the arguments.
         ``wait=None`` waits without a deadline, ``wait=0`` tries once (:class:`Locked`),
         ``wait=5`` waits up to 5 s (:class:`LockTimeout`)."""
@@ -204,7 +204,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> Optional["Handle"]:
+    ) -> Optional[Handle]:
         """Takes the lock if it is free now; ``None`` if it is held."""
         inner = self._runner.run(
             self._async.try_acquire,
@@ -226,7 +226,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "Handle":
+    ) -> Handle:
         """Takes ``permits`` of the semaphore ``name``'s ``limit``; see
         :meth:`AsyncClient.acquire_semaphore`."""
         inner = self._runner.run(
@@ -250,7 +250,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> Optional["Handle"]:
+    ) -> Optional[Handle]:
         """Takes the permits if they are free now; ``None`` if not."""
         inner = self._runner.run(
             self._async.try_acquire_semaphore,
@@ -272,7 +272,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "Acquisition":
+    ) -> Acquisition:
         """The lock as a context manager (``with client.lock("db", wait=5) as lock:``):
         acquired on entry, released on exit."""
         return Acquisition(
@@ -291,7 +291,7 @@ class Client:
         ttl: Optional[Seconds] = None,
         lock_delay: Optional[Seconds] = None,
         request_id: Optional[str] = None,
-    ) -> "Acquisition":
+    ) -> Acquisition:
         """Semaphore permits as a context manager (see :meth:`lock`)."""
         return Acquisition(
             lambda: self.acquire_semaphore(
@@ -314,7 +314,7 @@ class Client:
         stops the background thread. The client starts again if it is used again."""
         _shutdown(self._runner, self._async)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(
@@ -333,11 +333,11 @@ class Acquisition:
     """What :meth:`Client.lock` and :meth:`Client.semaphore` return: a context manager that
     holds the lock for its block."""
 
-    def __init__(self, start: Callable[[], "Handle"]) -> None:
+    def __init__(self, start: Callable[[], Handle]) -> None:
         self._start = start
         self._handle: Optional[Handle] = None
 
-    def __enter__(self) -> "Handle":
+    def __enter__(self) -> Handle:
         self._handle = self._start()
         return self._handle
 
@@ -457,7 +457,7 @@ class Handle:
         """Renews the hold's own TTL (see :meth:`AsyncHandle.renew`)."""
         self._client._runner.run(self._inner.renew, ttl)
 
-    def __enter__(self) -> "Handle":
+    def __enter__(self) -> Handle:
         return self
 
     def __exit__(

@@ -101,9 +101,14 @@ def parse_addr(addr: str) -> Tuple[str, str]:
         raise InvalidArgument("the server address is empty")
     text = addr.strip()
     secure = False
-    for scheme, is_secure in (("https://", True), ("wss://", True), ("http://", False), ("ws://", False)):
+    for scheme, is_secure in (
+        ("https://", True),
+        ("wss://", True),
+        ("http://", False),
+        ("ws://", False),
+    ):
         if text.startswith(scheme):
-            text = text[len(scheme):]
+            text = text[len(scheme) :]
             secure = is_secure
             break
     text = text.rstrip("/")
