@@ -50,6 +50,8 @@ rust_tests() {
     # Release profile: the core's property tests and the server's integration tests run many
     # thousands of commands; debug builds would spend the budget on unoptimised code.
     cargo nextest run --workspace --release --no-fail-fast
+    # The client crate's documentation examples (compiled; the runnable ones run).
+    cargo test --doc --release -p lockserver-client --all-features
 }
 
 compat_tests() {
@@ -87,6 +89,18 @@ compat_tests() {
     node --no-deprecation tests/compat/test_locker_client.js
 }
 
+client_tests() {
+    # Our own Python and Node clients, each against a real server, including the shared
+    # conformance scenarios. Each script installs its dependencies into a local folder.
+    clients/python/run-tests.sh
+    clients/node/run-tests.sh
+}
+
+clients_and_compat() {
+    compat_tests
+    client_tests
+}
+
 lockbench_quick() {
     # A smoke run of the benchmark harness (Lockserver and Redis, seconds) so it cannot rot;
     # the figures that count come from full runs (bench/README.md).
@@ -97,7 +111,7 @@ lockbench_quick() {
 part tools 2 ensure_tools
 part build 10 build
 part rust-tests 8 rust_tests
-part compat 5 compat_tests
+part clients-compat 5 clients_and_compat
 part lockbench-quick 2 lockbench_quick
 
 echo

@@ -512,6 +512,12 @@ impl Driver {
         for old in &entry.ids {
             self.by_id.remove(old);
         }
+        let resent_release = entry.request.op == Some(StreamOp::Release) && entry.ids.len() > 1;
+        if resent_release && reply.error.as_ref().is_some_and(|e| e.code == ErrorCode::NotFound) {
+            // The first send's answer was lost with its connection: the hold is gone because
+            // that release worked (a lost hold would have had its `lost` event).
+            return self.answer(entry, StreamReply::ok(id)).await;
+        }
         if !reply.ok {
             if let Some(detail) = &reply.error {
                 if detail.code == ErrorCode::NotLeader {
@@ -800,8 +806,14 @@ impl Driver {
         for (_, lost) in self.holds.drain() {
             lost.fire(LostReason::SessionEnded);
         }
-        let sent: Vec<u64> =
-            self.slots.iter().filter(|(_, s)| !s.ids.is_empty()).map(|(&k, _)| k).collect();
+        // What was sent on it is answered; the driver's own requests (cancels, background
+        // releases) concerned it alone and are dropped, sent or not.
+        let sent: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.ids.is_empty() || s.reply.is_none())
+            .map(|(&k, _)| k)
+            .collect();
         for slot in sent {
             let entry = self.slots.remove(&slot).expect("slot present");
             for id in &entry.ids {
