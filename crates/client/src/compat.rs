@@ -234,19 +234,14 @@ impl Drop for LockGuard<'_> {
 /// `Result<T, std::io::Error>` with the block's value, never panics.
 #[macro_export]
 macro_rules! lock_scope {
-    ($client:expr, $resource:expr, $block:block) => {{
-        match $client.acquire($resource) {
-            ::std::result::Result::Ok(()) => {
-                let _guard = $crate::LockGuard::new($client, $resource);
-                #[allow(clippy::redundant_closure_call)]
-                let result = (|| $block)();
-                ::std::result::Result::<_, ::std::io::Error>::Ok(result)
-            }
-            ::std::result::Result::Err(err) => ::std::result::Result::Err(err),
-        }
-    }};
-    ($client:expr, $resource:expr, non_blocking, $block:block) => {{
-        match $client.acquire_with_mode($resource, $crate::LockMode::NonBlocking) {
+    ($client:expr, $resource:expr, $block:block) => {
+        $crate::lock_scope!(@run $client, $resource, $crate::LockMode::Blocking, $block)
+    };
+    ($client:expr, $resource:expr, non_blocking, $block:block) => {
+        $crate::lock_scope!(@run $client, $resource, $crate::LockMode::NonBlocking, $block)
+    };
+    (@run $client:expr, $resource:expr, $mode:expr, $block:block) => {{
+        match $client.acquire_with_mode($resource, $mode) {
             ::std::result::Result::Ok(()) => {
                 let _guard = $crate::LockGuard::new($client, $resource);
                 #[allow(clippy::redundant_closure_call)]
