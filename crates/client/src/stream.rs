@@ -292,9 +292,14 @@ impl Driver {
             self.give_ups.pop_first();
             let Some(entry) = self.slots.get_mut(&slot) else { continue };
             if let Some(reply) = entry.reply.take() {
-                let _ = reply.send(Err(LockError::connection(
-                    "no answer from the server by the end of the wait; the acquire is withdrawn",
-                )));
+                let wait = match entry.request.wait_ms {
+                    Some(Some(ms)) => Duration::from_millis(ms),
+                    _ => Duration::ZERO,
+                };
+                let bound = wait + self.settings.connect_timeout;
+                let _ = reply.send(Err(LockError::connection(format!(
+                    "no answer from the server within {bound:?}; the acquire is withdrawn"
+                ))));
                 self.abandon(slot).await;
             }
         }
@@ -476,18 +481,19 @@ impl Driver {
     }
 
     async fn on_text(&mut self, text: &str) {
-        if let Ok(StreamEvent::Lost { hold_id, reason, .. }) =
-            serde_json::from_str::<StreamEvent>(text)
-        {
-            if let Some(lost) = self.holds.remove(&hold_id) {
-                lost.fire(reason.into());
-            }
-            return;
-        }
+        // Replies are the common frame: read one first (an event has no `ok`, so it never
+        // passes for a reply), an event only when that fails.
         let reply: StreamReply = match serde_json::from_str(text) {
             Ok(reply) => reply,
             Err(err) => {
-                tracing::warn!(%err, "unreadable frame from the server");
+                match serde_json::from_str::<StreamEvent>(text) {
+                    Ok(StreamEvent::Lost { hold_id, reason, .. }) => {
+                        if let Some(lost) = self.holds.remove(&hold_id) {
+                            lost.fire(reason.into());
+                        }
+                    }
+                    Err(_) => tracing::warn!(%err, "unreadable frame from the server"),
+                }
                 return;
             }
         };

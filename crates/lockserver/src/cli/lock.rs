@@ -34,10 +34,6 @@ const EXIT_SPAWN_FAILED: u8 = 127;
 const AFTER_KILL: Duration = Duration::from_secs(2);
 /// How often we look whether the process group is gone (there is no event for it).
 const GROUP_POLL: Duration = Duration::from_millis(10);
-/// How long past a bounded wait (-n, -w) we wait for the server's answer. The client library
-/// leaves the wait to the server, so a server that stops answering mid-wait would otherwise
-/// hold the CLI forever.
-const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
 /// Run COMMAND while holding the lock NAME, then release it; exit with COMMAND's exit code.
 ///
@@ -139,23 +135,13 @@ fn check_timing(ttl: Duration, kill_grace: Duration) -> Result<(), CliError> {
 }
 
 async fn acquire(client: &Client, args: &LockArgs) -> Result<Handle, LockError> {
+    // A bounded wait is bounded on the client too: the library gives up (and withdraws the
+    // request) at the wait + its connect timeout if the server stops answering.
     let timeout = if args.nonblock { Some(Duration::ZERO) } else { args.wait };
-    let request = async {
-        match (args.slots, args.shared) {
-            (Some(slots), _) => client.semaphore(args.name.as_str(), slots).acquire(timeout).await,
-            (None, true) => client.rw_lock(args.name.as_str()).acquire_read(timeout).await,
-            (None, false) => client.lock(args.name.as_str()).acquire(timeout).await,
-        }
-    };
-    let Some(wait) = timeout else { return request.await };
-    let bound = wait.saturating_add(ANSWER_SLACK);
-    // Running out drops the request, which withdraws it (or gives back a grant that raced).
-    match tokio::time::timeout(bound, request).await {
-        Ok(result) => result,
-        Err(_) => Err(LockError::Connection(format!(
-            "no answer from the server within {}",
-            format_duration(bound)
-        ))),
+    match (args.slots, args.shared) {
+        (Some(slots), _) => client.semaphore(args.name.as_str(), slots).acquire(timeout).await,
+        (None, true) => client.rw_lock(args.name.as_str()).acquire_read(timeout).await,
+        (None, false) => client.lock(args.name.as_str()).acquire(timeout).await,
     }
 }
 
