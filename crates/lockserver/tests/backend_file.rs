@@ -17,6 +17,22 @@ fn providers(dir: &std::path::Path) -> (FileLockProvider, FileLockProvider, File
     (make(), make(), make())
 }
 
+/// Polls (at most 10 s) until the kernel shows a process blocked in `flock` on `path`'s inode:
+/// /proc/locks lists a waiter as `N: -> FLOCK ... <major>:<minor>:<inode> ...`.
+async fn until_blocked_on(path: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let inode = format!(":{} ", std::fs::metadata(path).expect("lock file").ino());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").expect("/proc/locks");
+        if locks.lines().any(|line| line.contains("-> FLOCK") && line.contains(&inode)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nobody blocked on {}", path.display());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn file_backend_conformance() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,7 +76,7 @@ async fn no_unlink_after_unlock_race_lock_files_are_kept() {
     let held = a.create_lock("kept").acquire(None).await.unwrap();
     let lock_b = b.create_lock("kept");
     let waiting = tokio::spawn(async move { lock_b.acquire(Some(Duration::from_secs(10))).await });
-    tokio::time::sleep(Duration::from_millis(50)).await; // b may or may not be blocked yet: both are correct
+    until_blocked_on(&path).await; // b waits on the same inode as the holder
     held.release().await.unwrap();
     assert!(path.exists(), "the lock file survives its unlock");
     let b_holds = waiting.await.unwrap().expect("b gets it");
@@ -89,7 +105,7 @@ async fn a_waiter_is_woken_by_the_kernel_when_the_holder_releases() {
         let handle = lock_b.acquire(None).await;
         (Instant::now(), handle)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await; // let b block in flock
+    until_blocked_on(&a.path_of("wake")).await; // b is blocked in flock
     let released_at = Instant::now();
     held.release().await.unwrap();
     let (granted_at, handle) = waiting.await.unwrap();
