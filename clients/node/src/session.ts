@@ -224,11 +224,11 @@ export class StreamSession {
     const session = this.#session;
     this.#phase = 'closing';
     this.#clearTimer('reconnect');
-    // The server answers a WebSocket close before it has ended the session in its table;
-    // `DELETE /v1/sessions/{id}` answers once it has (holds released, committed). So when
-    // close() resolves, every hold of the session is free for others — also when the
-    // connection is down and the session was waiting for a resume.
-    if (session !== null) await this.#endSession(session.id);
+    // The server answers a clean WebSocket close once the session has ended (holds released,
+    // committed). Without an open connection (down, waiting to resume) the session is ended
+    // over HTTP instead, so that when close() resolves every hold of it is free for others.
+    const open = ws !== null && ws.readyState === WebSocket.OPEN;
+    if (session !== null && !open) await this.#endSession(session.id);
     if (ws !== null && ws.readyState !== WebSocket.CLOSED) {
       await new Promise<void>((resolve) => {
         const bound = setTimeout(() => {
@@ -255,8 +255,7 @@ export class StreamSession {
     this.#updateRef();
   }
 
-  /** Ends the session over HTTP and waits for the commit (best effort: the WebSocket close
-   * that follows ends it too). */
+  /** Ends the session over HTTP and waits for the commit (best effort). */
   async #endSession(sessionId: string): Promise<void> {
     const headers: Record<string, string> = {};
     if (this.#settings.secret !== undefined) headers.authorization = `Bearer ${this.#settings.secret}`;
