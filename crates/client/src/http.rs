@@ -243,7 +243,7 @@ impl Http {
                     return;
                 }
                 // Anything else: try again soon; the deadline decides.
-                _ => sent = attempt.min(Instant::now()),
+                _ => sent = attempt,
             }
             if lost.is_lost() {
                 return;
