@@ -182,3 +182,133 @@ fn check_name(table: &Table, name: &str, state: &crate::table::NameState) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::command::{Acquire, Command, Ctx, Wait, Want};
+    use crate::ids::{HoldId, NodeEpoch, Origin, SessionId, Via};
+    use crate::name::LockName;
+    use crate::table::NameState;
+
+    const X_HOLDER: u128 = 1;
+    const X_WAITER: u128 = 2;
+    const READER_1: u128 = 3;
+    const READER_2: u128 = 4;
+    const PERMITS: u128 = 5;
+    const SESSION_HOLD: u128 = 6;
+    const SESSION: u128 = 99;
+
+    fn id(value: u128) -> HoldId {
+        HoldId::from_u128(value)
+    }
+
+    /// A valid table: "x" held exclusively with a waiter, "s" with two readers, "m" a semaphore
+    /// hold (2 of 3, the only entry with a TTL), and a session's hold on "z".
+    fn table() -> Table {
+        let mut table = Table::default();
+        let mut effects = Vec::new();
+        let ctx = Ctx { now_ms: 1, wall_ms: 0 };
+        let session = SessionId::from_u128(SESSION);
+        let open =
+            Command::OpenSession { session_id: session, ttl_ms: 1_000, owner: Arc::from("") };
+        table.apply(ctx, open, &mut effects).unwrap();
+        let entries = [
+            (X_HOLDER, "x", Want::Lock(Mode::Exclusive), Holder::Anonymous, None),
+            (X_WAITER, "x", Want::Lock(Mode::Exclusive), Holder::Anonymous, None),
+            (READER_1, "s", Want::Lock(Mode::Shared), Holder::Anonymous, None),
+            (READER_2, "s", Want::Lock(Mode::Shared), Holder::Anonymous, None),
+            (PERMITS, "m", Want::Semaphore { limit: 3, permits: 2 }, Holder::Anonymous, Some(500)),
+            (SESSION_HOLD, "z", Want::Lock(Mode::Exclusive), Holder::Session(session), None),
+        ];
+        for (hold_id, name, want, holder, ttl_ms) in entries {
+            let acquire = Acquire {
+                hold_id: id(hold_id),
+                name: LockName::new(name).unwrap(),
+                want,
+                owner: Arc::from(""),
+                holder,
+                wait: Wait::Forever,
+                ttl_ms,
+                lock_delay_ms: 0,
+                request_id: None,
+                origin: Origin { boot: NodeEpoch { node: 1, epoch: 1 }, via: Via::Request(1) },
+            };
+            table.apply(ctx, Command::Acquire(acquire), &mut effects).unwrap();
+        }
+        table
+    }
+
+    fn entry(table: &mut Table, hold_id: u128) -> &mut crate::table::Entry {
+        table.entries.get_mut(&id(hold_id)).unwrap()
+    }
+
+    fn name_state<'a>(table: &'a mut Table, name: &str) -> &'a mut NameState {
+        table.names.get_mut(name).unwrap()
+    }
+
+    #[test]
+    fn each_broken_rule_is_reported() {
+        assert_eq!(check(&table()), Ok(()), "the untouched table is valid");
+        type Break = fn(&mut Table);
+        let cases: Vec<(&str, Break)> = vec![
+            ("2 exclusive holders", |t| {
+                entry(t, READER_1).mode = Mode::Exclusive;
+                entry(t, READER_2).mode = Mode::Exclusive;
+            }),
+            ("exclusive and shared holders together", |t| {
+                entry(t, READER_2).mode = Mode::Exclusive;
+            }),
+            ("4 permits held, limit 3", |t| entry(t, PERMITS).permits = 4),
+            ("holder tokens are not increasing", |t| name_state(t, "s").holders.reverse()),
+            ("is issued twice", |t| {
+                let token = entry(t, READER_1).held().unwrap().token;
+                if let EntryState::Held(held) = &mut entry(t, READER_2).state {
+                    held.token = token;
+                }
+            }),
+            ("token above its name's last token", |t| name_state(t, "s").last_token -= 1),
+            ("lock counters disagree", |t| name_state(t, "x").exclusive = false),
+            ("permit counter disagrees", |t| name_state(t, "m").used = 3),
+            ("is due at", |t| t.now_ms = 10_000),
+            ("belongs to the missing session", |t| {
+                t.sessions.remove(&SessionId::from_u128(SESSION));
+            }),
+            ("waits but is not in its name's queue", |t| name_state(t, "x").queue = None),
+            ("has no expiry timer", |t| {
+                t.timers.retain(|(_, timer)| !matches!(timer, Timer::Hold(_)))
+            }),
+            ("waiting count", |t| t.waiting_count += 1),
+            ("is unused but still in the table", |t| {
+                t.names.insert(LockName::new("ghost").unwrap(), NameState::new(NameKind::Lock));
+            }),
+            ("could be granted but waits", |t| {
+                t.entries.remove(&id(X_HOLDER));
+                let x = name_state(t, "x");
+                x.holders.clear();
+                x.used = 0;
+                x.exclusive = false;
+            }),
+        ];
+        for (rule, break_it) in cases {
+            let mut table = table();
+            break_it(&mut table);
+            let err = check(&table).expect_err(rule);
+            assert!(err.contains(rule), "{rule}: reported as {err:?}");
+        }
+    }
+
+    /// `apply` asserts the invariants after every command in debug builds (release builds,
+    /// which the test suite runs, compile the assertion out).
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "exclusive holders")]
+    fn apply_checks_the_invariants_in_debug_builds() {
+        let mut table = table();
+        entry(&mut table, READER_1).mode = Mode::Exclusive;
+        entry(&mut table, READER_2).mode = Mode::Exclusive;
+        let _ = table.apply(Ctx { now_ms: 2, wall_ms: 0 }, Command::Expire, &mut Vec::new());
+    }
+}
