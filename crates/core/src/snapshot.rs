@@ -5,7 +5,8 @@
 //! types, so either can change without silently changing the other. Derived indexes (timers,
 //! holder and request indexes, per-name counters) are not stored; `restore` rebuilds them.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -30,20 +31,61 @@ pub enum SnapshotError {
     Corrupt(String),
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotV1 {
+/// The body as read back. Strings borrow from the snapshot bytes where postcard allows it.
+#[derive(Deserialize)]
+struct SnapshotV1<'a> {
     now_ms: u64,
     wall_ms: u64,
     next_token: u64,
     next_seq: u64,
-    names: Vec<NameV1>,
-    entries: Vec<EntryV1>,
-    sessions: Vec<SessionV1>,
+    #[serde(borrow)]
+    names: Vec<NameV1<'a>>,
+    #[serde(borrow)]
+    entries: Vec<EntryV1<'a>>,
+    #[serde(borrow)]
+    sessions: Vec<SessionV1<'a>>,
+}
+
+/// The body as written: the same fields in the same order, each list serialized straight from
+/// the table (no owned copy of it is built; a snapshot of a million holds would otherwise cost
+/// hundreds of megabytes while it is written).
+#[derive(Serialize)]
+struct SnapshotV1Out<'a> {
+    now_ms: u64,
+    wall_ms: u64,
+    next_token: u64,
+    next_seq: u64,
+    names: Items<'a, NameV1<'a>>,
+    entries: Items<'a, EntryV1<'a>>,
+    sessions: Items<'a, SessionV1<'a>>,
+}
+
+/// A list serialized item by item from an iterator of known length.
+struct Items<'a, T>(std::cell::RefCell<Option<Box<dyn ExactSizeIterator<Item = T> + 'a>>>);
+
+impl<'a, T> Items<'a, T> {
+    fn new(items: impl ExactSizeIterator<Item = T> + 'a) -> Items<'a, T> {
+        Items(std::cell::RefCell::new(Some(Box::new(items))))
+    }
+}
+
+impl<T: Serialize> Serialize for Items<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let items =
+            self.0.borrow_mut().take().ok_or_else(|| S::Error::custom("serialized twice"))?;
+        let mut seq = serializer.serialize_seq(Some(items.len()))?;
+        for item in items {
+            seq.serialize_element(&item)?;
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
-struct NameV1 {
-    name: String,
+struct NameV1<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     /// 0 for a lock, the limit for a semaphore.
     semaphore_limit: u32,
     last_token: u64,
@@ -51,24 +93,28 @@ struct NameV1 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct EntryV1 {
+struct EntryV1<'a> {
     id: u128,
-    name: String,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
     shared: bool,
     permits: u32,
     lock_delay_ms: u32,
-    owner: String,
-    holder: HolderV1,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
+    #[serde(borrow)]
+    holder: HolderV1<'a>,
     ttl_ms: Option<u64>,
-    request: Option<(String, u64)>,
+    #[serde(borrow)]
+    request: Option<(Cow<'a, str>, u64)>,
     state: StateV1,
 }
 
 #[derive(Serialize, Deserialize)]
-enum HolderV1 {
+enum HolderV1<'a> {
     Anonymous,
     Session(u128),
-    CompatOwner(String),
+    CompatOwner(#[serde(borrow)] Cow<'a, str>),
     Connection(u64),
     Rdlm(u128),
 }
@@ -89,10 +135,11 @@ struct OriginV1 {
 }
 
 #[derive(Serialize, Deserialize)]
-struct SessionV1 {
+struct SessionV1<'a> {
     id: u128,
     ttl_ms: u64,
-    owner: String,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
     deadline: u64,
 }
 
@@ -103,95 +150,37 @@ fn corrupt(what: impl Into<String>) -> SnapshotError {
 impl Table {
     /// The whole table as versioned bytes. Equal tables give equal bytes.
     pub fn snapshot(&self) -> Vec<u8> {
-        let names = self
-            .names
-            .iter()
-            .map(|(name, state)| NameV1 {
-                name: name.as_str().to_string(),
-                semaphore_limit: match state.kind {
-                    NameKind::Lock => 0,
-                    NameKind::Semaphore { limit } => limit,
-                },
-                last_token: state.last_token,
-                delay_until: state.delay_until,
-            })
-            .collect();
+        let names = self.names.iter().map(|(name, state)| NameV1 {
+            name: Cow::Borrowed(name.as_str()),
+            semaphore_limit: match state.kind {
+                NameKind::Lock => 0,
+                NameKind::Semaphore { limit } => limit,
+            },
+            last_token: state.last_token,
+            delay_until: state.delay_until,
+        });
         let mut entry_ids: Vec<HoldId> = self.entries.keys().copied().collect();
         entry_ids.sort_unstable();
-        let entries = entry_ids
-            .into_iter()
-            .map(|id| {
-                let entry = &self.entries[&id];
-                EntryV1 {
-                    id: id.as_u128(),
-                    name: entry.name.as_str().to_string(),
-                    shared: entry.mode == Mode::Shared,
-                    permits: entry.permits,
-                    lock_delay_ms: entry.lock_delay_ms,
-                    owner: entry.owner.to_string(),
-                    holder: match &entry.holder {
-                        Holder::Anonymous => HolderV1::Anonymous,
-                        Holder::Session(id) => HolderV1::Session(id.as_u128()),
-                        Holder::CompatOwner(owner) => HolderV1::CompatOwner(owner.to_string()),
-                        Holder::Connection(conn) => HolderV1::Connection(*conn),
-                        Holder::Rdlm(uid) => HolderV1::Rdlm(uid.as_u128()),
-                    },
-                    ttl_ms: entry.ttl_ms,
-                    request: entry
-                        .request
-                        .as_ref()
-                        .map(|r| (r.request_id.to_string(), r.retain_until)),
-                    state: match &entry.state {
-                        EntryState::Waiting(wait) => StateV1::Waiting {
-                            seq: wait.seq,
-                            since_ms: wait.since_ms,
-                            deadline: wait.deadline,
-                            origin: OriginV1 {
-                                node: wait.origin.boot.node,
-                                epoch: wait.origin.boot.epoch,
-                                via_kind: match wait.origin.via {
-                                    Via::Session(_) => 0,
-                                    Via::Connection(_) => 1,
-                                    Via::Request(_) => 2,
-                                },
-                                via_id: match wait.origin.via {
-                                    Via::Session(id) => id.as_u128(),
-                                    Via::Connection(id) | Via::Request(id) => u128::from(id),
-                                },
-                            },
-                        },
-                        EntryState::Held(held) => StateV1::Held {
-                            token: held.token,
-                            granted_wall_ms: held.granted_wall_ms,
-                            granted_log_ms: held.granted_log_ms,
-                            expires_at: held.expires_at,
-                        },
-                    },
-                }
-            })
-            .collect();
+        let entries = entry_ids.into_iter().map(|id| entry_v1(id, &self.entries[&id]));
         let mut session_ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         session_ids.sort_unstable();
-        let sessions = session_ids
-            .into_iter()
-            .map(|id| {
-                let session = &self.sessions[&id];
-                SessionV1 {
-                    id: id.as_u128(),
-                    ttl_ms: session.ttl_ms,
-                    owner: session.owner.to_string(),
-                    deadline: session.deadline,
-                }
-            })
-            .collect();
-        let body = SnapshotV1 {
+        let sessions = session_ids.into_iter().map(|id| {
+            let session = &self.sessions[&id];
+            SessionV1 {
+                id: id.as_u128(),
+                ttl_ms: session.ttl_ms,
+                owner: Cow::Borrowed(&*session.owner),
+                deadline: session.deadline,
+            }
+        });
+        let body = SnapshotV1Out {
             now_ms: self.now_ms,
             wall_ms: self.wall_ms,
             next_token: self.next_token,
             next_seq: self.next_seq,
-            names,
-            entries,
-            sessions,
+            names: Items::new(names),
+            entries: Items::new(entries),
+            sessions: Items::new(sessions),
         };
         let mut bytes = Vec::with_capacity(64 + self.entries.len() * 64);
         bytes.extend_from_slice(MAGIC);
@@ -229,10 +218,11 @@ impl Table {
             }
             table.names.insert(lock_name, state);
         }
+        let mut owners = Owners::default();
         for session in body.sessions {
             let id = SessionId::from_u128(session.id);
             table.timers.insert((session.deadline, Timer::Session(id)));
-            let owner: Arc<str> = Arc::from(session.owner);
+            let owner = owners.get(&session.owner);
             table
                 .sessions
                 .insert(id, Session { ttl_ms: session.ttl_ms, owner, deadline: session.deadline });
@@ -240,7 +230,7 @@ impl Table {
         let mut holders_by_token: BTreeMap<u64, HoldId> = BTreeMap::new();
         for raw in body.entries {
             let id = HoldId::from_u128(raw.id);
-            let entry = restore_entry(raw, &table)?;
+            let entry = restore_entry(raw, &table, &mut owners)?;
             let scope = crate::command::RequestScope::of(&entry.holder, &entry.owner);
             if let Some(request) = &entry.request {
                 table.by_request.insert((scope, request.request_id.clone()), id);
@@ -285,8 +275,78 @@ impl Table {
     }
 }
 
-fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, SnapshotError> {
-    let name = LockName::new(&raw.name).map_err(|e| corrupt(e.to_string()))?;
+/// One entry as the snapshot stores it, borrowing its strings from the table.
+fn entry_v1(id: HoldId, entry: &crate::table::Entry) -> EntryV1<'_> {
+    EntryV1 {
+        id: id.as_u128(),
+        name: Cow::Borrowed(entry.name.as_str()),
+        shared: entry.mode == Mode::Shared,
+        permits: entry.permits,
+        lock_delay_ms: entry.lock_delay_ms,
+        owner: Cow::Borrowed(&*entry.owner),
+        holder: match &entry.holder {
+            Holder::Anonymous => HolderV1::Anonymous,
+            Holder::Session(id) => HolderV1::Session(id.as_u128()),
+            Holder::CompatOwner(owner) => HolderV1::CompatOwner(Cow::Borrowed(&**owner)),
+            Holder::Connection(conn) => HolderV1::Connection(*conn),
+            Holder::Rdlm(uid) => HolderV1::Rdlm(uid.as_u128()),
+        },
+        ttl_ms: entry.ttl_ms,
+        request: entry.request.as_ref().map(|r| (Cow::Borrowed(&*r.request_id), r.retain_until)),
+        state: match &entry.state {
+            EntryState::Waiting(wait) => StateV1::Waiting {
+                seq: wait.seq,
+                since_ms: wait.since_ms,
+                deadline: wait.deadline,
+                origin: OriginV1 {
+                    node: wait.origin.boot.node,
+                    epoch: wait.origin.boot.epoch,
+                    via_kind: match wait.origin.via {
+                        Via::Session(_) => 0,
+                        Via::Connection(_) => 1,
+                        Via::Request(_) => 2,
+                    },
+                    via_id: match wait.origin.via {
+                        Via::Session(id) => id.as_u128(),
+                        Via::Connection(id) | Via::Request(id) => u128::from(id),
+                    },
+                },
+            },
+            EntryState::Held(held) => StateV1::Held {
+                token: held.token,
+                granted_wall_ms: held.granted_wall_ms,
+                granted_log_ms: held.granted_log_ms,
+                expires_at: held.expires_at,
+            },
+        },
+    }
+}
+
+/// Owner labels read back, each allocated once however many holds and sessions carry it.
+#[derive(Default)]
+struct Owners(HashMap<Arc<str>, ()>);
+
+impl Owners {
+    fn get(&mut self, label: &str) -> Arc<str> {
+        if let Some((owner, ())) = self.0.get_key_value(label) {
+            return owner.clone();
+        }
+        let owner: Arc<str> = Arc::from(label);
+        self.0.insert(owner.clone(), ());
+        owner
+    }
+}
+
+fn restore_entry(
+    raw: EntryV1<'_>,
+    table: &Table,
+    owners: &mut Owners,
+) -> Result<crate::table::Entry, SnapshotError> {
+    // The entry shares its name with the table's key, as it does when granted live.
+    let name = match table.names.get_key_value(&*raw.name) {
+        Some((name, _)) => name.clone(),
+        None => return Err(corrupt("an entry refers to an unknown name")),
+    };
     let holder = match raw.holder {
         HolderV1::Anonymous => Holder::Anonymous,
         HolderV1::Session(session) => {
@@ -296,7 +356,7 @@ fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, Sna
             }
             Holder::Session(session)
         }
-        HolderV1::CompatOwner(owner) => Holder::CompatOwner(Arc::from(owner)),
+        HolderV1::CompatOwner(owner) => Holder::CompatOwner(owners.get(&owner)),
         HolderV1::Connection(conn) => Holder::Connection(conn),
         HolderV1::Rdlm(uid) => Holder::Rdlm(HoldId::from_u128(uid)),
     };
@@ -325,7 +385,7 @@ fn restore_entry(raw: EntryV1, table: &Table) -> Result<crate::table::Entry, Sna
         mode: if raw.shared { Mode::Shared } else { Mode::Exclusive },
         permits: raw.permits,
         lock_delay_ms: raw.lock_delay_ms,
-        owner: Arc::from(raw.owner),
+        owner: owners.get(&raw.owner),
         holder,
         ttl_ms: raw.ttl_ms,
         request: raw.request.map(|(request_id, retain_until)| {
