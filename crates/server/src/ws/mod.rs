@@ -36,6 +36,12 @@ use session::{Session, SessionSettings};
 const DEFAULT_SESSION_TTL_MS: u64 = 2_000;
 /// The WebSocket read buffer (requests are small; a larger one costs a memset per read).
 const READ_BUFFER_BYTES: usize = 4096;
+/// How much tungstenite gathers before it writes to the socket. Its write buffer keeps the
+/// largest capacity it ever reached, which doubling keeps below 2 × (this + the largest
+/// frame): within 4 KiB for frames up to 1 KiB, so with the read buffer a connection's buffers stay
+/// within 8 KiB. The default, 128 KiB, let one burst of replies leave tens of KiB behind on
+/// every connection that had one.
+const WRITE_BUFFER_BYTES: usize = 1024;
 /// How long a clean end may take to write its last frames and close frame.
 const CLOSE_BOUND: Duration = Duration::from_secs(1);
 
@@ -55,6 +61,7 @@ pub(crate) async fn upgrade(
     Ok(upgrade
         // Small: tungstenite zero-fills its whole read buffer before every read.
         .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| serve(socket, state, principal)))
