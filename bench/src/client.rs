@@ -3,10 +3,11 @@
 //! the PostgreSQL wire protocol (tokio-postgres) for advisory locks, a WebSocket
 //! (tokio-tungstenite) for Lockserver's streaming session.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::system::{Endpoint, Protocol};
 
@@ -86,11 +87,8 @@ impl Client {
             }
             Protocol::Stream => {
                 let url = format!("ws://{}/v1/session", endpoint.addr);
-                // A small read buffer: tungstenite zero-fills all of it before every read.
-                let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                    .read_buffer_size(4096);
                 let (mut ws, _) =
-                    tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                    tokio_tungstenite::connect_async_with_config(url, Some(stream_config()), true)
                         .await
                         .map_err(|err| format!("WebSocket connect: {err}"))?;
                 // A lease longer than any run: the session needs no pings meanwhile.
@@ -403,6 +401,87 @@ async fn locker_call(stream: &mut TcpStream, request: &[u8], seq: u32) -> Result
 }
 
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+fn stream_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    // A small read buffer: tungstenite zero-fills all of it before every read.
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
+/// A streaming session held open by `ping` ops, as a long-lived client holds one (the
+/// concurrent sessions of `scale`).
+pub struct KeepaliveSession {
+    ws: Ws,
+    next_id: u64,
+}
+
+impl KeepaliveSession {
+    /// Connects from `source`, then `hello` with a `ttl_ms` lease. The socket is bound to
+    /// `source` before it connects, so the kernel picks its port among that address's own
+    /// ephemeral ports: each loopback source address adds a full range.
+    pub async fn open(
+        server: SocketAddr,
+        source: IpAddr,
+        ttl_ms: u64,
+    ) -> Result<KeepaliveSession, Error> {
+        let socket = TcpSocket::new_v4().map_err(|err| format!("socket: {err}"))?;
+        socket.bind(SocketAddr::new(source, 0)).map_err(|err| format!("bind {source}: {err}"))?;
+        let stream = socket
+            .connect(server)
+            .await
+            .map_err(|err| format!("connect {server} from {source}: {err}"))?;
+        let _ = stream.set_nodelay(true);
+        let url = format!("ws://{server}/v1/session");
+        let (mut ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            tokio_tungstenite::MaybeTlsStream::Plain(stream),
+            Some(stream_config()),
+        )
+        .await
+        .map_err(|err| format!("WebSocket upgrade: {err}"))?;
+        let hello = format!(r#"{{"id":0,"op":"hello","ttl_ms":{ttl_ms}}}"#);
+        let reply = stream_call(&mut ws, hello, 0).await?;
+        if !reply.contains(r#""ok":true"#) {
+            return Err(format!("hello answered {reply}"));
+        }
+        Ok(KeepaliveSession { ws, next_id: 1 })
+    }
+
+    /// Reads until `deadline`, so the server's heartbeat pings are answered (tungstenite
+    /// queues the pong and sends it on the next read). Fails if the connection ends.
+    pub async fn idle_until(&mut self, deadline: tokio::time::Instant) -> Result<(), Error> {
+        use futures_util::StreamExt;
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = &mut sleep => return Ok(()),
+                frame = self.ws.next() => match frame {
+                    // Control frames, or an event for a hold this session never takes.
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => return Err(format!("WebSocket read: {err}")),
+                    None => return Err("the server closed the WebSocket".into()),
+                },
+            }
+        }
+    }
+
+    /// A `ping` op: renews the session's lease, answered once that is committed.
+    pub async fn ping(&mut self) -> Result<(), Error> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let reply = stream_call(&mut self.ws, format!(r#"{{"id":{id},"op":"ping"}}"#), id).await?;
+        if reply.contains(r#""ok":true"#) {
+            Ok(())
+        } else {
+            Err(format!("ping answered {reply}"))
+        }
+    }
+
+    /// A clean close, which ends the session at once on the server.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
 
 /// Sends one request on the stream and reads until its reply (the only one outstanding:
 /// each benchmark client waits for one answer at a time, as with the other systems).

@@ -9,6 +9,7 @@
 
 mod client;
 mod report;
+mod sessions;
 mod system;
 mod workload;
 
@@ -69,6 +70,10 @@ struct RunArgs {
     /// Locks held in the scale workload (default 1,000,000; --quick 20,000).
     #[arg(long)]
     held: Option<u64>,
+    /// Concurrent WebSocket sessions in the scale workload (default 100,000; --quick 2,000),
+    /// capped at what the open-file limit lets one server process hold.
+    #[arg(long)]
+    sessions: Option<usize>,
     /// Our `lockserver` binary (default: beside lockbench).
     #[arg(long)]
     lockserver: Option<PathBuf>,
@@ -135,6 +140,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
     };
     let repetitions = args.repetitions.unwrap_or(if quick { 1 } else { 2 }).max(1);
     let held = args.held.unwrap_or(if quick { 20_000 } else { 1_000_000 });
+    let sessions = args.sessions.unwrap_or(if quick { 2_000 } else { 100_000 });
+    // Before any system starts, so each inherits it: every connection is a descriptor.
+    match system::raise_fd_limit() {
+        Ok(limit) => eprintln!("lockbench: open-file limit {limit}"),
+        Err(err) => eprintln!("lockbench: cannot raise the open-file limit: {err}"),
+    }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let repo = manifest.parent().map_or(manifest.clone(), PathBuf::from);
     let paths = Paths {
@@ -178,12 +189,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
                     rows.extend(measure(&system, workload, timing, quick).await?);
                 }
             }
-            // The table's memory does not depend on the surface: scale runs over HTTP only.
-            let scales = name.starts_with("lockserver-http");
-            if scales && workloads.iter().any(|w| w == "scale") {
-                let tuning = Tuning { max_holds: Some(held + 10_000) };
+            if !workloads.iter().any(|w| w == "scale") {
+                continue;
+            }
+            // The table's memory does not depend on the surface: held locks over HTTP only.
+            if name.starts_with("lockserver-http") {
+                let tuning = Tuning { max_holds: Some(held + 10_000), ..Tuning::default() };
                 let system = start(name, &paths, &tuning)?;
                 rows.push(scale(&system, held, timing).await?);
+            }
+            if name == "lockserver-ws" {
+                let tuning = Tuning { max_sessions: Some(sessions + 1_000), ..Tuning::default() };
+                let system = start(name, &paths, &tuning)?;
+                rows.push(report_row(sessions::concurrent(&system, sessions, timing).await?));
             }
         }
         eprintln!(
@@ -293,6 +311,9 @@ fn report_row(row: Row) -> Row {
         row.server_rss_kb,
         if row.errors > 0 { format!("  {} errors", row.errors) } else { String::new() }
     );
+    if let Some(extra) = &row.extra {
+        eprintln!("lockbench: {:<20} {extra}", row.system);
+    }
     row
 }
 

@@ -86,6 +86,9 @@ pub fn markdown(rows: &[Row], header: &str) -> String {
         if let Some(held) = row.held_locks {
             extra.push(format!("{held} locks held"));
         }
+        if let Some(text) = &row.extra {
+            extra.push(text.clone());
+        }
         if row.errors > 0 {
             extra.push(format!("{} errors", row.errors));
         }

@@ -74,6 +74,9 @@ pub enum Protocol {
 pub struct Tuning {
     /// Lockserver's limits on holds and names, raised for the scale workload.
     pub max_holds: Option<u64>,
+    /// Lockserver's limits on open connections and sessions, raised for the concurrent
+    /// sessions of the scale workload.
+    pub max_sessions: Option<usize>,
 }
 
 /// A started system; stopped (and its files removed) when dropped.
@@ -116,6 +119,54 @@ impl Running {
     pub fn peak_rss_kb(&self) -> u64 {
         peak_rss_kb(self.pid) + self.members.iter().map(Running::peak_rss_kb).sum::<u64>()
     }
+
+    /// The main process's open-file limit and how many files it has open.
+    pub fn open_files(&self) -> Option<OpenFiles> {
+        open_files(self.pid)
+    }
+}
+
+/// A process's soft limit on open files (`RLIMIT_NOFILE`) and its open files.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenFiles {
+    pub limit: u64,
+    pub open: u64,
+}
+
+/// Raises this process's soft limit on open files to its hard limit (raising the hard limit
+/// needs CAP_SYS_RESOURCE). Every system lockbench starts inherits it. Returns the limit now
+/// in force.
+pub fn raise_fd_limit() -> Result<u64, Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|err| format!("getrlimit: {err}"))?;
+    // An unlimited hard limit still stops at the kernel's per-process maximum.
+    let ceiling = if hard == RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(soft)
+    } else {
+        hard
+    };
+    if soft >= ceiling {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, ceiling, hard)
+        .map_err(|err| format!("setrlimit NOFILE {ceiling}: {err}"))?;
+    Ok(ceiling)
+}
+
+/// `pid`'s open-file limit (from /proc/PID/limits) and its open files (/proc/PID/fd).
+pub fn open_files(pid: u32) -> Option<OpenFiles> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let soft = limits.lines().find_map(|line| line.strip_prefix("Max open files"))?;
+    let limit = match soft.split_whitespace().next()? {
+        "unlimited" => u64::MAX,
+        number => number.parse().ok()?,
+    };
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    Some(OpenFiles { limit, open })
 }
 
 impl Drop for Running {
@@ -171,6 +222,10 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             }
             if let Some(max) = tuning.max_holds {
                 command.args(["--max-holds", &max.to_string(), "--max-names", &max.to_string()]);
+            }
+            if let Some(max) = tuning.max_sessions {
+                let max = max.to_string();
+                command.args(["--max-connections", &max, "--max-sessions", &max]);
             }
             let child = spawn_here(command)?;
             // The port is known once the server is ready (it binds port 0).

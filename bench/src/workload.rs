@@ -36,6 +36,10 @@ pub struct Row {
     /// `scale`: locks held while measuring.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held_locks: Option<u64>,
+    /// What else the row needs said (the concurrent sessions: how many were held, and why
+    /// not as many as asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra: Option<String>,
     /// Cycles that failed (any error is also reported on stderr).
     pub errors: u64,
 }
@@ -58,6 +62,7 @@ impl Row {
             fifo_violations: None,
             lateness_p50_ms: None,
             held_locks: None,
+            extra: None,
             errors: 0,
         }
     }
@@ -82,17 +87,18 @@ struct ClientRecord {
 }
 
 /// CPU and memory of the server over the measured window.
-struct Watch {
+pub struct Watch {
     cpu_start: f64,
     start: Instant,
 }
 
 impl Watch {
-    fn start(system: &Running) -> Watch {
+    pub fn start(system: &Running) -> Watch {
         Watch { cpu_start: system.cpu_seconds(), start: Instant::now() }
     }
 
-    fn finish(self, system: &Running, row: &mut Row) {
+    /// The server's CPU % since the start, and its resident memory now.
+    pub fn finish(self, system: &Running, row: &mut Row) {
         let wall = self.start.elapsed().as_secs_f64();
         row.server_cpu_pct = 100.0 * (system.cpu_seconds() - self.cpu_start) / wall;
         row.server_rss_kb = system.rss_kb();
