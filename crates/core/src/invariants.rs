@@ -74,7 +74,7 @@ pub fn check_structure(table: &Table) -> Result<(), String> {
                 if held.token > state.last_token {
                     return Err(format!("{id:?} has a token above its name's last token"));
                 }
-                if let Some(at) = held.expires_at {
+                if let Some(at) = held.expires_at.get() {
                     expected_timers += 1;
                     if !table.timers.contains(&(at, Timer::Hold(*id))) {
                         return Err(format!("{id:?} has no expiry timer"));
@@ -135,7 +135,7 @@ fn check_name(table: &Table, name: &str, state: &crate::table::NameState) -> Res
     let mut exclusive = 0;
     let mut shared = 0;
     let mut permits = 0u64;
-    for id in &state.holders {
+    for id in state.holders.iter() {
         let entry = table.entries.get(id).ok_or_else(|| format!("{name:?}: unknown holder"))?;
         let held = entry.held().ok_or_else(|| format!("{name:?}: holder {id:?} is waiting"))?;
         if held.token <= last {
@@ -282,12 +282,15 @@ mod tests {
             }),
             ("waiting count", |t| t.waiting_count += 1),
             ("is unused but still in the table", |t| {
-                t.names.insert(LockName::new("ghost").unwrap(), NameState::new(NameKind::Lock));
+                t.names.insert(
+                    LockName::new("ghost").unwrap(),
+                    Box::new(NameState::new(NameKind::Lock)),
+                );
             }),
             ("could be granted but waits", |t| {
                 t.entries.remove(&id(X_HOLDER));
                 let x = name_state(t, "x");
-                x.holders.clear();
+                x.holders = crate::table::Holders::None;
                 x.used = 0;
                 x.exclusive = false;
             }),

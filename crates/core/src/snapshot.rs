@@ -15,7 +15,7 @@ use crate::command::Mode;
 use crate::ids::{HoldId, Holder, NodeEpoch, Origin, SessionId, Via};
 use crate::name::LockName;
 use crate::table::{
-    EntryState, HeldState, Limits, NameKind, RequestMeta, Session, Table, Timer, WaitState,
+    EntryState, HeldState, Limits, NameKind, OptMs, RequestMeta, Session, Table, Timer, WaitState,
 };
 
 pub const MAGIC: &[u8; 8] = b"LKSNAPv\0";
@@ -216,7 +216,7 @@ impl Table {
             if name.delay_until > 0 {
                 table.timers.insert((name.delay_until, Timer::Delay(lock_name.clone())));
             }
-            table.names.insert(lock_name, state);
+            table.names.insert(lock_name, Box::new(state));
         }
         let mut owners = Owners::default();
         for session in body.sessions {
@@ -259,7 +259,7 @@ impl Table {
                     if holders_by_token.insert(held.token, id).is_some() {
                         return Err(corrupt("two holds share a token"));
                     }
-                    if let Some(deadline) = held.expires_at {
+                    if let Some(deadline) = held.expires_at.get() {
                         table.timers.insert((deadline, Timer::Hold(id)));
                     }
                 }
@@ -282,7 +282,7 @@ fn entry_v1(id: HoldId, entry: &crate::table::Entry) -> EntryV1<'_> {
         name: Cow::Borrowed(entry.name.as_str()),
         shared: entry.mode == Mode::Shared,
         permits: entry.permits,
-        lock_delay_ms: entry.lock_delay_ms,
+        lock_delay_ms: u32::from(entry.lock_delay_ms),
         owner: Cow::Borrowed(&*entry.owner),
         holder: match &entry.holder {
             Holder::Anonymous => HolderV1::Anonymous,
@@ -291,7 +291,7 @@ fn entry_v1(id: HoldId, entry: &crate::table::Entry) -> EntryV1<'_> {
             Holder::Connection(conn) => HolderV1::Connection(*conn),
             Holder::Rdlm(uid) => HolderV1::Rdlm(uid.as_u128()),
         },
-        ttl_ms: entry.ttl_ms,
+        ttl_ms: entry.ttl_ms.get(),
         request: entry.request.as_ref().map(|r| (Cow::Borrowed(&*r.request_id), r.retain_until)),
         state: match &entry.state {
             EntryState::Waiting(wait) => StateV1::Waiting {
@@ -316,10 +316,19 @@ fn entry_v1(id: HoldId, entry: &crate::table::Entry) -> EntryV1<'_> {
                 token: held.token,
                 granted_wall_ms: held.granted_wall_ms,
                 granted_log_ms: held.granted_log_ms,
-                expires_at: held.expires_at,
+                expires_at: held.expires_at.get(),
             },
         },
     }
+}
+
+/// `value`, refused if it is `Some(0)` (never written: TTLs are at least 1 ms, deadlines lie
+/// after log time 0).
+fn nonzero(value: Option<u64>, what: &str) -> Result<Option<u64>, SnapshotError> {
+    if value == Some(0) {
+        return Err(corrupt(what));
+    }
+    Ok(value)
 }
 
 /// Owner labels read back, each allocated once however many holds and sessions carry it.
@@ -377,6 +386,7 @@ fn restore_entry(
             }))
         }
         StateV1::Held { token, granted_wall_ms, granted_log_ms, expires_at } => {
+            let expires_at = OptMs::new(nonzero(expires_at, "a hold expiring at log time 0")?);
             EntryState::Held(HeldState { token, granted_wall_ms, granted_log_ms, expires_at })
         }
     };
@@ -384,10 +394,13 @@ fn restore_entry(
         name,
         mode: if raw.shared { Mode::Shared } else { Mode::Exclusive },
         permits: raw.permits,
-        lock_delay_ms: raw.lock_delay_ms,
+        lock_delay_ms: u16::try_from(raw.lock_delay_ms)
+            .ok()
+            .filter(|ms| u64::from(*ms) <= crate::command::MAX_LOCK_DELAY_MS)
+            .ok_or_else(|| corrupt("a lock-delay over the maximum"))?,
         owner: owners.get(&raw.owner),
         holder,
-        ttl_ms: raw.ttl_ms,
+        ttl_ms: OptMs::new(nonzero(raw.ttl_ms, "a TTL of 0")?),
         request: raw.request.map(|(request_id, retain_until)| {
             Box::new(RequestMeta { request_id: Arc::from(request_id), retain_until })
         }),

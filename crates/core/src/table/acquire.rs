@@ -123,7 +123,7 @@ impl Table {
             if wait == Wait::Try {
                 return Err(CoreError::Locked(self.describe_busy(&acquire.name)));
             }
-            let waiters = existing.map_or(0, NameState::waiter_count);
+            let waiters = existing.map_or(0, |state| state.waiter_count());
             if waiters >= self.limits.max_waiters_per_name {
                 return Err(CoreError::LimitExceeded(format!(
                     "the name has {waiters} waiters, the limit"
@@ -146,7 +146,7 @@ impl Table {
         // Every check passed: from here on the command succeeds.
         let id = acquire.hold_id;
         let now = self.now_ms;
-        self.names.entry(acquire.name.clone()).or_insert_with(|| NameState::new(kind));
+        self.names.entry(acquire.name.clone()).or_insert_with(|| Box::new(NameState::new(kind)));
         let request = acquire.request_id.clone().map(|request_id| {
             let retain_until = now.saturating_add(REQUEST_ID_RETENTION_MS);
             let scope = RequestScope::of(&acquire.holder, &acquire.owner);
@@ -164,7 +164,7 @@ impl Table {
                 token: 0,
                 granted_wall_ms: 0,
                 granted_log_ms: 0,
-                expires_at: None,
+                expires_at: super::OptMs::default(),
             })
         } else {
             EntryState::Waiting(Box::new(self.enqueue(&name, id, wait, acquire.origin)))
@@ -175,10 +175,11 @@ impl Table {
                 name: acquire.name,
                 mode,
                 permits,
-                lock_delay_ms: acquire.lock_delay_ms as u32,
+                // Validated above: at most MAX_LOCK_DELAY_MS, which fits.
+                lock_delay_ms: acquire.lock_delay_ms as u16,
                 owner: acquire.owner,
                 holder: acquire.holder,
-                ttl_ms: acquire.ttl_ms,
+                ttl_ms: super::OptMs::new(acquire.ttl_ms),
                 request,
                 state,
             }),

@@ -34,7 +34,7 @@ impl Table {
         let Some(state) = self.names.get(name) else {
             return Err(CoreError::NotFound("nothing holds or waits on that name".into()));
         };
-        let mut ids = state.holders.clone();
+        let mut ids = state.holders.to_vec();
         ids.extend(state.queue.iter().flat_map(|queue| queue.values().copied()));
         if ids.is_empty() {
             return Err(CoreError::NotFound("nothing holds or waits on that name".into()));

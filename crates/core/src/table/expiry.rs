@@ -5,7 +5,7 @@
 use crate::effect::{Effect, LostReason, SessionEnd, WaitEnd};
 use crate::ids::{Holder, NodeEpoch};
 
-use super::{Ending, EntryState, Table, Timer};
+use super::{Ending, EntryState, OptMs, Table, Timer};
 
 impl Table {
     pub(super) fn run_due(&mut self, effects: &mut Vec<Effect>) {
@@ -45,7 +45,7 @@ impl Table {
                     .entries
                     .get(&id)
                     .and_then(|entry| entry.held())
-                    .is_some_and(|held| held.expires_at == Some(deadline));
+                    .is_some_and(|held| held.expires_at.get() == Some(deadline));
                 if due {
                     let how = Ending::Involuntary {
                         lost: LostReason::Expired,
@@ -135,7 +135,7 @@ impl Table {
                     if let Some(EntryState::Held(held)) =
                         self.entries.get_mut(id).map(|entry| &mut entry.state)
                     {
-                        held.expires_at = Some(moved);
+                        held.expires_at = OptMs::new(Some(moved));
                     }
                     self.timers.insert((moved, timer));
                 }

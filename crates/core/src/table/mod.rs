@@ -120,7 +120,7 @@ pub(crate) struct NameState {
     /// Log time until which nobody is granted (0: no delay).
     pub(crate) delay_until: u64,
     /// Holders in grant order.
-    pub(crate) holders: Vec<HoldId>,
+    pub(crate) holders: Holders,
     /// Waiters in FIFO order, keyed by the table-wide enqueue sequence. Boxed: most names
     /// never queue anybody, and an empty boxed queue costs 8 bytes instead of 24.
     #[allow(clippy::box_collection)]
@@ -135,7 +135,7 @@ impl NameState {
             exclusive: false,
             last_token: 0,
             delay_until: 0,
-            holders: Vec::with_capacity(1),
+            holders: Holders::None,
             queue: None,
         }
     }
@@ -166,16 +166,93 @@ impl NameState {
     }
 }
 
+/// A name's holders in grant order. The usual single holder is kept inline: a held lock then
+/// costs no allocation for its holder list.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum Holders {
+    #[default]
+    None,
+    One(HoldId),
+    /// Boxed so the list costs 24 bytes like a `Vec` while `One` stays inline.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<HoldId>>),
+}
+
+impl Holders {
+    pub(crate) fn push(&mut self, id: HoldId) {
+        match self {
+            Holders::None => *self = Holders::One(id),
+            Holders::One(first) => *self = Holders::Many(Box::new(vec![*first, id])),
+            Holders::Many(ids) => ids.push(id),
+        }
+    }
+
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&HoldId) -> bool) {
+        if let Holders::Many(ids) = self {
+            ids.retain(keep);
+            match ids.len() {
+                0 => *self = Holders::None,
+                1 => *self = Holders::One(ids[0]),
+                _ => {}
+            }
+        } else if let Holders::One(id) = self {
+            let mut keep = keep;
+            if !keep(id) {
+                *self = Holders::None;
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Holders {
+    type Target = [HoldId];
+
+    fn deref(&self) -> &[HoldId] {
+        match self {
+            Holders::None => &[],
+            Holders::One(id) => std::slice::from_ref(id),
+            Holders::Many(ids) => ids,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Holders {
+    fn deref_mut(&mut self) -> &mut [HoldId] {
+        match self {
+            Holders::None => &mut [],
+            Holders::One(id) => std::slice::from_mut(id),
+            Holders::Many(ids) => ids,
+        }
+    }
+}
+
+/// An optional count of milliseconds that is never 0 (a TTL is at least 1 ms, a deadline lies
+/// after log time 0), in 8 bytes instead of `Option<u64>`'s 16: it sits in every hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) struct OptMs(Option<std::num::NonZeroU64>);
+
+impl OptMs {
+    pub(crate) fn new(value: Option<u64>) -> OptMs {
+        debug_assert_ne!(value, Some(0), "a TTL or deadline of 0");
+        OptMs(value.and_then(std::num::NonZeroU64::new))
+    }
+
+    pub(crate) fn get(self) -> Option<u64> {
+        self.0.map(std::num::NonZeroU64::get)
+    }
+}
+
 /// A waiting acquire or a granted hold: the same id for its whole life.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub(crate) name: LockName,
     pub(crate) mode: Mode,
     pub(crate) permits: u32,
-    pub(crate) lock_delay_ms: u32,
+    /// At most `MAX_LOCK_DELAY_MS` (60,000), so 16 bits: every byte here is paid per hold.
+    pub(crate) lock_delay_ms: u16,
     pub(crate) owner: Arc<str>,
     pub(crate) holder: Holder,
-    pub(crate) ttl_ms: Option<u64>,
+    pub(crate) ttl_ms: OptMs,
     pub(crate) request: Option<Box<RequestMeta>>,
     pub(crate) state: EntryState,
 }
@@ -207,8 +284,8 @@ pub(crate) struct HeldState {
     pub(crate) token: u64,
     pub(crate) granted_wall_ms: u64,
     pub(crate) granted_log_ms: u64,
-    /// `None`: no expiry of its own.
-    pub(crate) expires_at: Option<u64>,
+    /// None: no expiry of its own.
+    pub(crate) expires_at: OptMs,
 }
 
 impl Entry {
@@ -275,7 +352,9 @@ pub struct Table {
     pub(crate) wall_ms: u64,
     pub(crate) next_token: u64,
     pub(crate) next_seq: u64,
-    pub(crate) names: BTreeMap<LockName, NameState>,
+    /// Boxed: a B-tree filled in ascending order keeps its nodes about half full, and a node
+    /// slot then costs 24 bytes instead of 80.
+    pub(crate) names: BTreeMap<LockName, Box<NameState>>,
     /// Boxed: the map's slots stay small, so a half-empty map after growth costs little.
     pub(crate) entries: IdMap<HoldId, Box<Entry>>,
     pub(crate) sessions: IdMap<SessionId, Session>,
@@ -475,12 +554,12 @@ impl Table {
         let token = self.next_token;
         self.next_token += 1;
         let entry = self.entries.get_mut(&id).expect("granting a known entry");
-        let expires_at = entry.ttl_ms.map(|ttl| deadline_after(now, ttl));
+        let expires_at = entry.ttl_ms.get().map(|ttl| deadline_after(now, ttl));
         entry.state = EntryState::Held(HeldState {
             token,
             granted_wall_ms: self.wall_ms,
             granted_log_ms: now,
-            expires_at,
+            expires_at: OptMs::new(expires_at),
         });
         let state = self.names.get_mut(&entry.name).expect("a granted entry's name exists");
         match state.kind {
@@ -517,7 +596,7 @@ impl Table {
                 let held = *held;
                 let (mode, permits, lock_delay_ms) =
                     (entry.mode, entry.permits, entry.lock_delay_ms);
-                if let Some(deadline) = held.expires_at {
+                if let Some(deadline) = held.expires_at.get() {
                     self.timers.remove(&(deadline, Timer::Hold(id)));
                 }
                 let state = self.names.get_mut(&name).expect("a held entry's name exists");
@@ -616,8 +695,8 @@ impl Table {
             token: FencingToken(held.token),
             granted_at_ms: held.granted_wall_ms,
             granted_log_ms: held.granted_log_ms,
-            ttl_ms: entry.ttl_ms,
-            expires_in_ms: held.expires_at.map(|at| remaining(at, self.now_ms)),
+            ttl_ms: entry.ttl_ms.get(),
+            expires_in_ms: held.expires_at.get().map(|at| remaining(at, self.now_ms)),
             request_id: entry.request.as_ref().map(|request| request.request_id.clone()),
         })
     }

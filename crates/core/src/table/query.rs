@@ -60,7 +60,7 @@ impl Table {
 
     fn entry_live(&self, entry: &Entry, now_ms: u64) -> bool {
         let own_deadline_ok = match &entry.state {
-            EntryState::Held(held) => held.expires_at.is_none_or(|at| at > now_ms),
+            EntryState::Held(held) => held.expires_at.get().is_none_or(|at| at > now_ms),
             EntryState::Waiting(wait) => wait.deadline.is_none_or(|at| at > now_ms),
         };
         own_deadline_ok && self.session_live(&entry.holder, now_ms)
@@ -72,7 +72,7 @@ impl Table {
             return None;
         }
         let mut view = self.view(id)?;
-        let expires_at = entry.held().and_then(|held| held.expires_at);
+        let expires_at = entry.held().and_then(|held| held.expires_at.get());
         view.expires_in_ms = expires_at.map(|at| remaining(at, now_ms));
         Some(view)
     }

@@ -9,7 +9,7 @@ use crate::ids::{HoldId, Holder};
 use crate::name::LockName;
 
 use super::acquire::validate_ttl;
-use super::{deadline_after, Ending, EntryState, Table, Timer};
+use super::{deadline_after, Ending, EntryState, OptMs, Table, Timer};
 
 fn no_such_hold() -> CoreError {
     CoreError::NotFound("no live hold or waiter with that id".into())
@@ -129,7 +129,7 @@ impl Table {
         let now = self.now_ms;
         let entry = self.entries.get_mut(&hold_id).ok_or_else(no_such_hold)?;
         let ttl_ms = match ttl {
-            TtlChange::Same => entry.ttl_ms,
+            TtlChange::Same => entry.ttl_ms.get(),
             TtlChange::Set(ms) => {
                 validate_ttl(Some(ms))?;
                 Some(ms)
@@ -139,10 +139,10 @@ impl Table {
         let EntryState::Held(held) = &mut entry.state else {
             return Err(CoreError::NotFound("the request is still waiting, not held".into()));
         };
-        let old = held.expires_at;
+        let old = held.expires_at.get();
         let new = ttl_ms.map(|ttl| deadline_after(now, ttl));
-        held.expires_at = new;
-        entry.ttl_ms = ttl_ms;
+        held.expires_at = OptMs::new(new);
+        entry.ttl_ms = OptMs::new(ttl_ms);
         if let Some(old) = old {
             self.timers.remove(&(old, Timer::Hold(hold_id)));
         }
