@@ -72,6 +72,17 @@ hex_id!(
     "session id"
 );
 
+/// An owner label as the table keeps it. The empty label (what most acquires carry) is one
+/// shared allocation instead of one per hold.
+pub fn owner_label(label: &str) -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    if label.is_empty() {
+        EMPTY.clone()
+    } else {
+        Arc::from(label)
+    }
+}
+
 /// The largest fencing token ever issued: tokens stay below 2^53 so JavaScript reads them exactly.
 pub const MAX_TOKEN: u64 = (1 << 53) - 1;
 

@@ -26,7 +26,9 @@ pub use command::{
 };
 pub use effect::{Effect, HoldView, Kind, LostReason, Response, SessionEnd, WaitEnd};
 pub use error::CoreError;
-pub use ids::{FencingToken, HoldId, Holder, NodeEpoch, Origin, SessionId, Via, MAX_TOKEN};
+pub use ids::{
+    owner_label, FencingToken, HoldId, Holder, NodeEpoch, Origin, SessionId, Via, MAX_TOKEN,
+};
 pub use name::LockName;
 pub use snapshot::SnapshotError;
 pub use table::{Limits, NameView, SessionView, Table, TableStats, WaiterView};

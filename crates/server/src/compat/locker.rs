@@ -223,7 +223,7 @@ fn handle(
                 hold_id,
                 name,
                 want: Want::Lock(Mode::Exclusive),
-                owner: "".into(),
+                owner: lockserver_core::owner_label(""),
                 holder: Holder::Connection(conn_id),
                 wait,
                 // There is no "hold forever": 0 releases right after the grant.

@@ -9,8 +9,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lockserver_core::{
-    Acquire, Command, Effect, HoldId, HoldView, Holder, LockName, Mode, Origin, RequestScope,
-    Response as CoreResponse, SessionId, TtlChange, Via, Wait, WaitEnd, Want,
+    owner_label, Acquire, Command, Effect, HoldId, HoldView, Holder, LockName, Mode, Origin,
+    RequestScope, Response as CoreResponse, SessionId, TtlChange, Via, Wait, WaitEnd, Want,
 };
 use lockserver_proto as proto;
 use serde::Deserialize;
@@ -120,7 +120,7 @@ async fn acquire(
         hold_id: HoldId::from_u128(rand::random::<u128>()),
         name,
         want: args.want,
-        owner: args.owner.unwrap_or_default().into(),
+        owner: owner_label(args.owner.as_deref().unwrap_or_default()),
         holder,
         wait,
         ttl_ms,

@@ -27,7 +27,7 @@ pub(crate) async fn create(
     let command = Command::OpenSession {
         session_id,
         ttl_ms: body.ttl_ms,
-        owner: body.owner.unwrap_or_default().into(),
+        owner: lockserver_core::owner_label(body.owner.as_deref().unwrap_or_default()),
     };
     let CoreResponse::Session { session_id, ttl_ms } = state.node.propose(command).await?? else {
         tracing::error!("open session answered with an unexpected response");
