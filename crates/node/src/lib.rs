@@ -46,7 +46,7 @@ pub use crate::router::{
 };
 use crate::state_machine::{Machine, MachineConfig, StateMachine};
 use crate::storage::group::CommitStats;
-use crate::storage::log_store::LogStore;
+use crate::storage::log_store::{AppliedIndex, LogReader, LogStore};
 use crate::tokens::TokenReserve;
 
 /// How a node is started.
@@ -101,6 +101,9 @@ pub struct NodeStats {
     pub log_records: u64,
     pub snapshots_built: u64,
     pub last_applied: u64,
+    /// Log entries held in memory: in durable mode those not yet applied or durable and a
+    /// short tail; in memory every entry since the last snapshot.
+    pub log_entries_in_memory: u64,
     /// Commands proposed, and the log entries that carried them (several share one entry).
     pub commands: u64,
     pub command_entries: u64,
@@ -130,6 +133,8 @@ struct Inner {
     clock: LogClock,
     next_local_id: AtomicU64,
     commit_stats: Option<Arc<CommitStats>>,
+    /// For the count of log entries held in memory.
+    log_reader: LogReader,
     keepalives: Mutex<KeepAliveBatch>,
     proposals: Mutex<ProposalBatch>,
     counters: Counters,
@@ -256,19 +261,23 @@ impl Node {
         let boot = NodeEpoch { node: config.node_id, epoch: rand::random::<u64>() | 1 };
         let dir = config.data_dir.clone();
         let in_memory = config.in_memory;
+        // Set by the machine as it applies, read by the log store to drop applied entries.
+        let applied = AppliedIndex::default();
+        let log_applied = applied.clone();
         let (tokens, token_floor, log_store) = tokio::task::spawn_blocking(move || {
             storage::files::open_data_dir(&dir)?;
             if in_memory {
                 let (tokens, floor) = TokenReserve::open(&dir)?;
                 Ok((Some(tokens), floor, LogStore::in_memory()))
             } else {
-                Ok((None, 0, LogStore::open(&dir)?))
+                Ok((None, 0, LogStore::open(&dir, log_applied)?))
             }
         })
         .await
         .map_err(storage_error)?
         .map_err(|err: storage::log::LogError| storage_error(err))?;
         let commit_stats = log_store.commit_stats();
+        let log_reader = log_store.reader();
         let (next_deadline, deadline_rx) = watch::channel(None);
         let (undeliverable, undeliverable_rx) = mpsc::unbounded_channel();
         let machine = Machine::open(MachineConfig {
@@ -279,6 +288,7 @@ impl Node {
             undeliverable,
             tokens,
             data_dir: (!config.in_memory).then(|| config.data_dir.clone()),
+            applied,
         })
         .map_err(storage_error)?;
         if let Some(purged) = log_store.last_purged_index() {
@@ -340,6 +350,7 @@ impl Node {
                 clock,
                 next_local_id: AtomicU64::new(1),
                 commit_stats,
+                log_reader,
                 keepalives: Mutex::new(KeepAliveBatch::default()),
                 proposals: Mutex::new(ProposalBatch::default()),
                 counters: Counters::default(),
@@ -475,6 +486,7 @@ impl Node {
         let mut stats = NodeStats {
             snapshots_built: self.inner.machine.snapshots_built(),
             last_applied: self.inner.machine.lock().last_applied.map_or(0, |id| id.index),
+            log_entries_in_memory: self.inner.log_reader.entries_in_memory() as u64,
             commands: self.inner.counters.commands.load(Ordering::Relaxed),
             command_entries: self.inner.counters.command_entries.load(Ordering::Relaxed),
             keepalives: self.inner.counters.keepalives.load(Ordering::Relaxed),

@@ -24,6 +24,7 @@ use crate::raft_types::{
 use crate::router::Router;
 use crate::storage::files;
 use crate::storage::log::LogError;
+use crate::storage::log_store::AppliedIndex;
 use crate::tokens::TokenReserve;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"LKSNAPSM";
@@ -67,6 +68,7 @@ pub struct Machine {
     snapshot_path: Option<PathBuf>,
     current: Mutex<Option<Current>>,
     snapshots_built: AtomicU64,
+    applied: AppliedIndex,
 }
 
 /// How a machine is set up.
@@ -80,6 +82,8 @@ pub struct MachineConfig {
     pub tokens: Option<TokenReserve>,
     /// `Some(dir)` for durable mode: the snapshot is read from and written to `dir/snapshot`.
     pub data_dir: Option<PathBuf>,
+    /// Where the machine publishes its last applied index, for the log store.
+    pub applied: AppliedIndex,
 }
 
 fn corrupt(path: &Path, what: impl ToString) -> LogError {
@@ -107,6 +111,9 @@ impl Machine {
                 current = Some(Current { meta: file.meta, in_memory: None });
             }
         }
+        if let Some(id) = state.last_applied {
+            config.applied.set(id.index);
+        }
         Ok(Arc::new(Machine {
             state: Mutex::new(state),
             limits: config.limits,
@@ -118,6 +125,7 @@ impl Machine {
             snapshot_path,
             current: Mutex::new(current),
             snapshots_built: AtomicU64::new(0),
+            applied: config.applied,
         }))
     }
 
@@ -175,7 +183,11 @@ impl Machine {
             replies.push(reply);
         }
         let next = state.table.next_deadline();
+        let last_applied = state.last_applied;
         drop(state);
+        if let Some(id) = last_applied {
+            self.applied.set(id.index);
+        }
         self.publish_deadline(next);
         for hold_id in undeliverable {
             let _ = self.undeliverable.send(hold_id);
@@ -305,6 +317,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.table = table;
             state.last_applied = meta.last_log_id;
             state.membership = meta.last_membership.clone();
+        }
+        if let Some(id) = meta.last_log_id {
+            self.machine.applied.set(id.index);
         }
         self.machine.publish_deadline(next);
         Ok(())

@@ -5,7 +5,7 @@ use lockserver_core::{Limits, NodeEpoch};
 use lockserver_node::raft_types::{StorageError, TypeConfig};
 use lockserver_node::router::Router;
 use lockserver_node::state_machine::{Machine, MachineConfig, StateMachine};
-use lockserver_node::storage::log_store::LogStore;
+use lockserver_node::storage::log_store::{AppliedIndex, LogStore};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageIOError;
 use tokio::sync::{mpsc, watch};
@@ -14,7 +14,7 @@ struct Builder {
     durable: bool,
 }
 
-fn machine(data_dir: Option<std::path::PathBuf>) -> StateMachine {
+fn machine(data_dir: Option<std::path::PathBuf>, applied: AppliedIndex) -> StateMachine {
     let (next_deadline, _) = watch::channel(None);
     let (undeliverable, _) = mpsc::unbounded_channel();
     let machine = Machine::open(MachineConfig {
@@ -25,6 +25,7 @@ fn machine(data_dir: Option<std::path::PathBuf>) -> StateMachine {
         undeliverable,
         tokens: None,
         data_dir,
+        applied,
     })
     .expect("machine");
     StateMachine { machine }
@@ -34,10 +35,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         if !self.durable {
-            return Ok((dir, LogStore::in_memory(), machine(None)));
+            return Ok((dir, LogStore::in_memory(), machine(None, AppliedIndex::default())));
         }
-        let log = LogStore::open(dir.path()).map_err(|err| StorageIOError::read(&err))?;
-        let machine = machine(Some(dir.path().to_path_buf()));
+        let applied = AppliedIndex::default();
+        let log = LogStore::open(dir.path(), applied.clone())
+            .map_err(|err| StorageIOError::read(&err))?;
+        let machine = machine(Some(dir.path().to_path_buf()), applied);
         Ok((dir, log, machine))
     }
 }

@@ -15,7 +15,8 @@
 //! or an unknown version is an error, never a panic and never a silent loss.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 pub const MAGIC: &[u8; 8] = b"LKSLOG\0\0";
@@ -91,24 +92,7 @@ impl SegmentLog {
     /// Opens (or creates) the log in `dir` and returns every record in it, in order.
     pub fn open(dir: &Path) -> Result<(SegmentLog, Vec<Record>), LogError> {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
-        let mut firsts = Vec::new();
-        for dirent in fs::read_dir(dir).map_err(io_error(dir))? {
-            let dirent = dirent.map_err(io_error(dir))?;
-            let file_name = dirent.file_name();
-            let Some(name) = file_name.to_str() else { continue };
-            let Some(number) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log"))
-            else {
-                continue;
-            };
-            let first =
-                number.parse::<u64>().map_err(|_| LogError::Foreign { path: dirent.path() })?;
-            firsts.push(first);
-        }
-        firsts.sort_unstable();
-        let segments: Vec<Segment> = firsts
-            .into_iter()
-            .map(|first| Segment { first, path: segment_path(dir, first) })
-            .collect();
+        let segments = list_segments(dir)?;
         let mut records = Vec::new();
         let mut valid_len = HEADER_LEN;
         for (position, segment) in segments.iter().enumerate() {
@@ -285,6 +269,111 @@ impl SegmentLog {
     }
 }
 
+/// The segment files in `dir`, oldest first.
+fn list_segments(dir: &Path) -> Result<Vec<Segment>, LogError> {
+    let mut firsts = Vec::new();
+    for dirent in fs::read_dir(dir).map_err(io_error(dir))? {
+        let dirent = dirent.map_err(io_error(dir))?;
+        let file_name = dirent.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        let Some(number) = name.strip_prefix("seg-").and_then(|n| n.strip_suffix(".log")) else {
+            continue;
+        };
+        let first = number.parse::<u64>().map_err(|_| LogError::Foreign { path: dirent.path() })?;
+        firsts.push(first);
+    }
+    firsts.sort_unstable();
+    Ok(firsts.into_iter().map(|first| Segment { first, path: segment_path(dir, first) }).collect())
+}
+
+/// Reads back the records with indexes in `wanted` from the log in `dir`, in order, while the
+/// log's owner may be appending to it: for entries dropped from memory once applied and durable.
+///
+/// Only the segments whose index span overlaps `wanted` are read, one record at a time (a
+/// segment is never loaded whole). In the newest segment the first record that does not parse
+/// ends the read: it is a write in progress or the zeros written ahead, and every record asked
+/// for is durable already. Anywhere else it is corruption. A record of `wanted` that is not in
+/// the log is simply absent from the answer: the caller checks that it got what it asked for.
+pub fn read_range(dir: &Path, wanted: RangeInclusive<u64>) -> Result<Vec<Record>, LogError> {
+    let segments = list_segments(dir)?;
+    let mut records = Vec::new();
+    for (position, segment) in segments.iter().enumerate() {
+        // A segment holds the indexes from its name up to the next segment's first, exclusive.
+        let next_first = segments.get(position + 1).map(|next| next.first);
+        let overlaps = segment.first <= *wanted.end()
+            && next_first.is_none_or(|next_first| next_first > *wanted.start());
+        if overlaps {
+            let newest = next_first.is_none();
+            read_segment_range(&segment.path, &wanted, newest, &mut records)?;
+        }
+    }
+    Ok(records)
+}
+
+/// Appends to `records` the records of the segment at `path` with indexes in `wanted`.
+fn read_segment_range(
+    path: &Path,
+    wanted: &RangeInclusive<u64>,
+    newest: bool,
+    records: &mut Vec<Record>,
+) -> Result<(), LogError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let mut reader = BufReader::with_capacity(256 << 10, file);
+    let mut header = [0u8; HEADER_LEN as usize];
+    reader.read_exact(&mut header).map_err(io_error(path))?;
+    check_segment_header(path, &header)?;
+    let mut offset = HEADER_LEN;
+    // One record at a time, header and payload, so `parse_record` checks it whole.
+    let mut record = Vec::new();
+    loop {
+        read_record_bytes(&mut reader, &mut record).map_err(io_error(path))?;
+        if record.is_empty() {
+            return Ok(());
+        }
+        let (index, payload) = match parse_record(&record, 0) {
+            Ok(parsed) => parsed,
+            Err(_) if newest => return Ok(()),
+            Err(what) => {
+                let what = what.to_string();
+                return Err(LogError::Corrupt { path: path.to_path_buf(), offset, what });
+            }
+        };
+        if index > *wanted.end() {
+            return Ok(());
+        }
+        if index >= *wanted.start() {
+            records.push(Record { index, payload: payload.to_vec() });
+        }
+        offset += record.len() as u64;
+    }
+}
+
+/// Reads the next record's bytes (header and payload, as far as the file has them) into
+/// `record`: empty at the end of the file; what is cut short is for `parse_record` to name.
+fn read_record_bytes(reader: &mut impl Read, record: &mut Vec<u8>) -> io::Result<()> {
+    record.clear();
+    reader.by_ref().take(RECORD_HEADER_LEN as u64).read_to_end(record)?;
+    if record.len() == RECORD_HEADER_LEN {
+        let len = u32::from_le_bytes(record[0..4].try_into().expect("4 bytes")) as usize;
+        // A damaged length never makes a read past the largest record.
+        let len = len.min(MAX_RECORD_BYTES + 1);
+        reader.by_ref().take(len as u64).read_to_end(record)?;
+    }
+    Ok(())
+}
+
+/// Checks a segment's 12-byte header: the magic and a version this build reads.
+fn check_segment_header(path: &Path, header: &[u8]) -> Result<(), LogError> {
+    if header.len() < HEADER_LEN as usize || &header[..8] != MAGIC {
+        return Err(LogError::Foreign { path: path.to_path_buf() });
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(LogError::Version { path: path.to_path_buf(), version });
+    }
+    Ok(())
+}
+
 fn create_segment(dir: &Path, first: u64) -> Result<(BufWriter<File>, Segment), LogError> {
     let path = segment_path(dir, first);
     let mut file =
@@ -339,13 +428,7 @@ fn read_segment(
     let path = &segment.path;
     let mut bytes = Vec::new();
     File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_error(path))?;
-    if bytes.len() < HEADER_LEN as usize || &bytes[..8] != MAGIC {
-        return Err(LogError::Foreign { path: path.clone() });
-    }
-    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version != VERSION {
-        return Err(LogError::Version { path: path.clone(), version });
-    }
+    check_segment_header(path, &bytes)?;
     let mut offset = HEADER_LEN as usize;
     while offset < bytes.len() {
         let record = parse_record(&bytes, offset);
@@ -518,6 +601,40 @@ mod tests {
         fs::write(segment_path(future.path(), 1), header).unwrap();
         let err = SegmentLog::open(future.path()).unwrap_err();
         assert!(matches!(err, LogError::Version { version: 7, .. }), "{err}");
+    }
+
+    #[test]
+    fn read_range_reads_back_records_across_segments_while_the_newest_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path()).unwrap();
+        log.append(&records(1..=10)).unwrap();
+        log.roll(11).unwrap();
+        log.append(&records(11..=20)).unwrap();
+        log.roll(21).unwrap();
+        log.append(&records(21..=30)).unwrap();
+        log.sync().unwrap();
+        assert_eq!(log.segments.len(), 3);
+        assert_eq!(read_range(dir.path(), 5..=15).unwrap(), records(5..=15));
+        assert_eq!(read_range(dir.path(), 11..=20).unwrap(), records(11..=20));
+        assert_eq!(read_range(dir.path(), 0..=1).unwrap(), records(1..=1));
+        // The zeros written ahead end the newest segment.
+        assert_eq!(read_range(dir.path(), 28..=99).unwrap(), records(28..=30));
+
+        // The start of a record still being written, after the last durable one.
+        use std::os::unix::fs::FileExt;
+        let newest = File::options().write(true).open(log.active_path()).unwrap();
+        newest.write_all_at(&[0xab; 10], log.written).unwrap();
+        assert_eq!(read_range(dir.path(), 21..=30).unwrap(), records(21..=30));
+        assert_eq!(read_range(dir.path(), 30..=31).unwrap(), records(30..=30));
+
+        // Damage in a closed segment is an error, for the ranges that read it only.
+        let oldest = log.segments[0].path.clone();
+        let mut bytes = fs::read(&oldest).unwrap();
+        bytes[HEADER_LEN as usize + 2 * (RECORD_HEADER_LEN + "entry 1".len()) + 17] ^= 0xff;
+        fs::write(&oldest, &bytes).unwrap();
+        let err = read_range(dir.path(), 1..=5).unwrap_err();
+        assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+        assert_eq!(read_range(dir.path(), 11..=12).unwrap(), records(11..=12));
     }
 
     #[test]
