@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use lockserver_core::{Effect, HoldId, Limits, NodeEpoch, Table};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::raft_types::{
@@ -29,11 +29,25 @@ use crate::tokens::TokenReserve;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"LKSNAPSM";
 
-/// The snapshot file's body.
-#[derive(Serialize, Deserialize)]
-struct SnapshotFile {
+/// The snapshot file's body: postcard's encoding of this struct, `postcard(meta) ·
+/// varint(table length) · table bytes` (a byte sequence is its length, then its bytes). Read
+/// with the table borrowed from the file's bytes; written in parts ([`Machine::keep`]), so the
+/// table bytes are never copied next to the rest.
+#[derive(Deserialize)]
+struct SnapshotFile<'a> {
     meta: SnapshotMeta,
-    table: Vec<u8>,
+    #[serde(borrow)]
+    table: &'a [u8],
+}
+
+/// The snapshot file's body read from `path`: its meta, and its table (the body's suffix).
+fn parse_snapshot<'a>(path: &Path, body: &'a [u8]) -> Result<SnapshotFile<'a>, LogError> {
+    let (file, rest): (SnapshotFile<'a>, _) =
+        postcard::take_from_bytes(body).map_err(|err| corrupt(path, err))?;
+    if !rest.is_empty() {
+        return Err(corrupt(path, format!("{} bytes after the table", rest.len())));
+    }
+    Ok(file)
 }
 
 /// The table and what was last applied to it.
@@ -102,10 +116,9 @@ impl Machine {
         let mut current = None;
         if let Some(path) = &snapshot_path {
             if let Some(body) = files::read_framed(path, SNAPSHOT_MAGIC)? {
-                let file: SnapshotFile =
-                    postcard::from_bytes(&body).map_err(|err| corrupt(path, err))?;
+                let file = parse_snapshot(path, &body)?;
                 state.table =
-                    Table::restore(&file.table, config.limits).map_err(|err| corrupt(path, err))?;
+                    Table::restore(file.table, config.limits).map_err(|err| corrupt(path, err))?;
                 state.last_applied = file.meta.last_log_id;
                 state.membership = file.meta.last_membership.clone();
                 current = Some(Current { meta: file.meta, in_memory: None });
@@ -213,26 +226,30 @@ impl Machine {
     }
 
     /// Keeps `meta` and `table` as the current snapshot: on disk (durable) or in memory.
-    async fn keep(&self, meta: &SnapshotMeta, table: &[u8]) -> Result<(), StorageError> {
-        let in_memory = match &self.snapshot_path {
-            Some(path) => {
-                let file = SnapshotFile { meta: meta.clone(), table: table.to_vec() };
-                let body = postcard::to_allocvec(&file)
-                    .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || {
-                    files::write_atomic(&path, &files::frame(SNAPSHOT_MAGIC, &body))
-                })
-                .await
-                .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?
-                .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
-                None
-            }
-            None => Some(table.to_vec()),
+    /// Hands `table` back: in durable mode it is moved to the writing thread and back, never
+    /// copied; in memory a copy of it is the current snapshot.
+    async fn keep(&self, meta: &SnapshotMeta, table: Vec<u8>) -> Result<Vec<u8>, StorageError> {
+        let Some(path) = &self.snapshot_path else {
+            let in_memory = Some(table.clone());
+            self.set_current(Current { meta: meta.clone(), in_memory });
+            return Ok(table);
         };
-        *self.current.lock().unwrap_or_else(|poison| poison.into_inner()) =
-            Some(Current { meta: meta.clone(), in_memory });
-        Ok(())
+        // What postcard writes for `SnapshotFile` before the table's bytes.
+        let head = postcard::to_allocvec(&(meta, table.len()))
+            .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
+        let path = path.clone();
+        let (written, table) = tokio::task::spawn_blocking(move || {
+            (files::write_framed(&path, SNAPSHOT_MAGIC, &[&head, &table]), table)
+        })
+        .await
+        .map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
+        written.map_err(|err| StorageIOError::write_snapshot(Some(meta.signature()), &err))?;
+        self.set_current(Current { meta: meta.clone(), in_memory: None });
+        Ok(table)
+    }
+
+    fn set_current(&self, current: Current) {
+        *self.current.lock().unwrap_or_else(|poison| poison.into_inner()) = Some(current);
     }
 
     #[allow(clippy::result_large_err, reason = "openraft's storage traits return its StorageError")]
@@ -245,12 +262,14 @@ impl Machine {
                 let read_error = |err: &LogError| {
                     StorageIOError::read_snapshot(Some(current.meta.signature()), err)
                 };
-                let body = files::read_framed(path, SNAPSHOT_MAGIC)
+                let mut body = files::read_framed(path, SNAPSHOT_MAGIC)
                     .map_err(|err| read_error(&err))?
                     .ok_or_else(|| read_error(&corrupt(path, "snapshot file is missing")))?;
-                let file: SnapshotFile =
-                    postcard::from_bytes(&body).map_err(|err| read_error(&corrupt(path, err)))?;
-                file.table
+                let table_len =
+                    parse_snapshot(path, &body).map_err(|err| read_error(&err))?.table.len();
+                // The table is the body's suffix: it moves to the front of the same buffer.
+                body.drain(..body.len() - table_len);
+                body
             }
             (None, None) => return Ok(None),
         };
@@ -273,7 +292,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let (meta, table) = self.machine.build();
-        self.machine.keep(&meta, &table).await?;
+        let table = self.machine.keep(&meta, table).await?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(table)) })
     }
 }
@@ -310,7 +329,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let table = Table::restore(&bytes, self.machine.limits)
             .map_err(|err| StorageIOError::read_snapshot(Some(meta.signature()), &err))?;
-        self.machine.keep(meta, &bytes).await?;
+        self.machine.keep(meta, bytes).await?;
         let next = table.next_deadline();
         {
             let mut state = self.machine.lock();
@@ -327,5 +346,86 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.machine.current_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use lockserver_core::*;
+    use openraft::CommittedLeaderId;
+    use serde::Serialize;
+
+    use super::*;
+    use crate::raft_types::LogCmd;
+
+    /// The snapshot file's body as it was written before the table was written in place (an
+    /// owned copy of the table in the struct): the bytes this build must still write and read.
+    #[derive(Serialize)]
+    struct OwnedSnapshotFile {
+        meta: SnapshotMeta,
+        table: Vec<u8>,
+    }
+
+    fn machine(dir: &Path) -> Arc<Machine> {
+        let (next_deadline, _) = watch::channel(None);
+        let (undeliverable, _) = mpsc::unbounded_channel();
+        Machine::open(MachineConfig {
+            limits: Limits::default(),
+            boot: NodeEpoch { node: 1, epoch: 1 },
+            router: Router::default(),
+            next_deadline,
+            undeliverable,
+            tokens: None,
+            data_dir: Some(dir.to_path_buf()),
+            applied: AppliedIndex::default(),
+        })
+        .unwrap()
+    }
+
+    fn acquire(machine: &Machine, i: u128) -> Command {
+        Command::Acquire(Acquire {
+            hold_id: HoldId::from_u128(i + 1),
+            name: LockName::new(&format!("name-{i}")).unwrap(),
+            want: Want::Lock(Mode::Exclusive),
+            owner: Arc::from("snapshot-file-test"),
+            holder: Holder::Anonymous,
+            wait: Wait::Try,
+            ttl_ms: Some(60_000),
+            lock_delay_ms: 0,
+            request_id: None,
+            origin: Origin { boot: machine.boot, via: Via::Request(0) },
+        })
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_file_keeps_its_format_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = machine(dir.path());
+        let commands = (0..200).map(|i| acquire(&machine, i)).collect();
+        let ctx = Ctx { now_ms: 1_000, wall_ms: 1_700_000_000_000 };
+        let log_id = LogId::new(CommittedLeaderId::new(3, 1), 7);
+        let entry = Entry { log_id, payload: EntryPayload::Normal(LogCmd { ctx, commands }) };
+        machine.apply_entries([entry]).unwrap();
+        let (meta, table) = machine.build();
+        assert_eq!(meta.last_log_id, Some(log_id));
+        let old_body = OwnedSnapshotFile { meta: meta.clone(), table: table.clone() };
+        let old_file = files::frame(SNAPSHOT_MAGIC, &postcard::to_allocvec(&old_body).unwrap());
+
+        let kept = machine.keep(&meta, table).await.unwrap();
+        assert_eq!(kept, old_body.table, "the table comes back as it went in");
+        let path = dir.path().join("snapshot");
+        assert_eq!(std::fs::read(&path).unwrap(), old_file, "the same bytes as before");
+
+        let current = machine.current_snapshot().unwrap().unwrap();
+        assert_eq!(current.meta, meta);
+        assert_eq!(current.snapshot.into_inner(), old_body.table);
+
+        let restarted = self::machine(dir.path());
+        let state = restarted.lock();
+        assert_eq!(state.last_applied, Some(log_id));
+        assert_eq!(state.table.snapshot(), old_body.table, "the same table after a restart");
+        assert_eq!(state.table.stats().holds, 200);
     }
 }

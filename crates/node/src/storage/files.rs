@@ -59,10 +59,17 @@ pub fn open_data_dir(dir: &Path) -> Result<(), LogError> {
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    write_atomic_parts(path, &[bytes])
+}
+
+/// Replaces `path` with `parts`, written one after the other, atomically and durably.
+fn write_atomic_parts(path: &Path, parts: &[&[u8]]) -> Result<(), LogError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-    file.write_all(bytes).map_err(io_error(&tmp))?;
+    for part in parts {
+        file.write_all(part).map_err(io_error(&tmp))?;
+    }
     file.sync_all().map_err(io_error(&tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io_error(path))?;
@@ -78,11 +85,33 @@ fn tmp_path(path: &Path) -> PathBuf {
 /// Frames `body` with `magic`, the version and a checksum.
 pub fn frame(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(FRAME_HEADER + body.len());
-    bytes.extend_from_slice(magic);
-    bytes.extend_from_slice(&VERSION.to_le_bytes());
-    bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    bytes.extend_from_slice(&frame_header(magic, &[body]));
     bytes.extend_from_slice(body);
     bytes
+}
+
+/// Replaces `path` atomically and durably with the framed body made of `body_parts`, in
+/// order: the bytes of `write_atomic(path, &frame(magic, &body_parts.concat()))`, written from
+/// where the parts are (a snapshot's table is never copied into one buffer with the rest).
+pub fn write_framed(path: &Path, magic: &[u8; 8], body_parts: &[&[u8]]) -> Result<(), LogError> {
+    let header = frame_header(magic, body_parts);
+    let mut parts = Vec::with_capacity(1 + body_parts.len());
+    parts.push(&header[..]);
+    parts.extend_from_slice(body_parts);
+    write_atomic_parts(path, &parts)
+}
+
+/// The frame's header for the body made of `body_parts`: magic, version, CRC-32 of the body.
+fn frame_header(magic: &[u8; 8], body_parts: &[&[u8]]) -> [u8; FRAME_HEADER] {
+    let mut crc = crc32fast::Hasher::new();
+    for part in body_parts {
+        crc.update(part);
+    }
+    let mut header = [0u8; FRAME_HEADER];
+    header[..8].copy_from_slice(magic);
+    header[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+    header
 }
 
 /// Reads a framed file: `Ok(None)` when it does not exist, an error when it is foreign, of
@@ -106,12 +135,13 @@ pub fn unframe(path: &Path, magic: &[u8; 8], mut bytes: Vec<u8>) -> Result<Vec<u
         return Err(LogError::Version { path: path.to_path_buf(), version });
     }
     let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
-    let body = bytes.split_off(FRAME_HEADER);
-    if crc32fast::hash(&body) != crc {
+    if crc32fast::hash(&bytes[FRAME_HEADER..]) != crc {
         let what = "checksum mismatch".to_string();
         return Err(LogError::Corrupt { path: path.to_path_buf(), offset: 0, what });
     }
-    Ok(body)
+    // The body moves to the front of the same buffer: a large file is never held twice.
+    bytes.drain(..FRAME_HEADER);
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -130,6 +160,15 @@ mod tests {
         *bytes.last_mut().unwrap() ^= 1;
         fs::write(&path, &bytes).unwrap();
         assert!(matches!(read_framed(&path, b"TESTMAGC"), Err(LogError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_body_written_in_parts_is_framed_as_if_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parts");
+        write_framed(&path, b"TESTMAGC", &[b"hel", b"", b"lo world"]).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), frame(b"TESTMAGC", b"hello world"));
+        assert_eq!(read_framed(&path, b"TESTMAGC").unwrap().unwrap(), b"hello world");
     }
 
     #[test]
