@@ -13,11 +13,11 @@ pub fn check(table: &Table) -> Result<(), String> {
     check_structure(table)?;
     let now = table.now_ms;
     if let Some((deadline, timer)) = table.timers.first() {
-        if *deadline <= now {
+        if deadline <= now {
             return Err(format!("{timer:?} is due at {deadline} but still pending at {now}"));
         }
     }
-    for (name, state) in &table.names {
+    for (name, state) in table.names.iter() {
         if state.holders.is_empty() && state.waiter_count() == 0 && state.delay_until <= now {
             return Err(format!("{name:?} is unused but still in the table"));
         }
@@ -40,7 +40,8 @@ pub fn check_structure(table: &Table) -> Result<(), String> {
     let mut tokens = BTreeSet::new();
     let mut waiting = 0;
     let mut expected_timers = 0;
-    for (id, entry) in &table.entries {
+    for entry in table.entries.values() {
+        let id = &entry.id;
         let Some(state) = table.names.get(&entry.name) else {
             return Err(format!("{id:?} refers to {:?}, which is not in the table", entry.name));
         };
@@ -65,13 +66,14 @@ pub fn check_structure(table: &Table) -> Result<(), String> {
                 if !state.holders.contains(id) {
                     return Err(format!("{id:?} is held but not listed as a holder"));
                 }
-                if held.token == 0 || held.token >= table.next_token || held.token > MAX_TOKEN {
-                    return Err(format!("{id:?} has token {} out of range", held.token));
+                let token = held.token.get();
+                if token >= table.next_token || token > MAX_TOKEN {
+                    return Err(format!("{id:?} has token {token} out of range"));
                 }
-                if !tokens.insert(held.token) {
-                    return Err(format!("token {} is issued twice", held.token));
+                if !tokens.insert(token) {
+                    return Err(format!("token {token} is issued twice"));
                 }
-                if held.token > state.last_token {
+                if token > state.last_token {
                     return Err(format!("{id:?} has a token above its name's last token"));
                 }
                 if let Some(at) = held.expires_at.get() {
@@ -109,8 +111,8 @@ pub fn check_structure(table: &Table) -> Result<(), String> {
     if with_request != table.by_request.len() {
         return Err("request index disagrees with the entries".into());
     }
-    for (name, state) in &table.names {
-        check_name(table, name.as_str(), state)?;
+    for (name, state) in table.names.iter() {
+        check_name(table, name.as_str(), &state)?;
         if state.delay_until > 0 {
             expected_timers += 1;
             if !table.timers.contains(&(state.delay_until, Timer::Delay(name.clone()))) {
@@ -138,10 +140,10 @@ fn check_name(table: &Table, name: &str, state: &crate::table::NameState) -> Res
     for id in state.holders.iter() {
         let entry = table.entries.get(id).ok_or_else(|| format!("{name:?}: unknown holder"))?;
         let held = entry.held().ok_or_else(|| format!("{name:?}: holder {id:?} is waiting"))?;
-        if held.token <= last {
+        if held.token.get() <= last {
             return Err(format!("{name:?}: holder tokens are not increasing"));
         }
-        last = held.token;
+        last = held.token.get();
         match entry.mode {
             Mode::Exclusive => exclusive += 1,
             Mode::Shared => shared += 1,
@@ -246,7 +248,7 @@ mod tests {
     }
 
     fn name_state<'a>(table: &'a mut Table, name: &str) -> &'a mut NameState {
-        table.names.get_mut(name).unwrap()
+        table.names.get_mut(&LockName::new(name).unwrap()).unwrap()
     }
 
     #[test]
@@ -277,15 +279,10 @@ mod tests {
                 t.sessions.remove(&SessionId::from_u128(SESSION));
             }),
             ("waits but is not in its name's queue", |t| name_state(t, "x").queue = None),
-            ("has no expiry timer", |t| {
-                t.timers.retain(|(_, timer)| !matches!(timer, Timer::Hold(_)))
-            }),
+            ("has no expiry timer", |t| t.timers.remove_holds()),
             ("waiting count", |t| t.waiting_count += 1),
             ("is unused but still in the table", |t| {
-                t.names.insert(
-                    LockName::new("ghost").unwrap(),
-                    Box::new(NameState::new(NameKind::Lock)),
-                );
+                t.names.insert(LockName::new("ghost").unwrap(), NameState::new(NameKind::Lock));
             }),
             ("could be granted but waits", |t| {
                 t.entries.remove(&id(X_HOLDER));

@@ -159,9 +159,9 @@ impl Table {
             last_token: state.last_token,
             delay_until: state.delay_until,
         });
-        let mut entry_ids: Vec<HoldId> = self.entries.keys().copied().collect();
-        entry_ids.sort_unstable();
-        let entries = entry_ids.into_iter().map(|id| entry_v1(id, &self.entries[&id]));
+        let mut by_id: Vec<&crate::table::Entry> = self.entries.values().collect();
+        by_id.sort_unstable_by_key(|entry| entry.id);
+        let entries = by_id.into_iter().map(|entry| entry_v1(entry.id, entry));
         let mut session_ids: Vec<SessionId> = self.sessions.keys().copied().collect();
         session_ids.sort_unstable();
         let sessions = session_ids.into_iter().map(|id| {
@@ -216,7 +216,7 @@ impl Table {
             if name.delay_until > 0 {
                 table.timers.insert((name.delay_until, Timer::Delay(lock_name.clone())));
             }
-            table.names.insert(lock_name, Box::new(state));
+            table.names.insert(lock_name, state);
         }
         let mut owners = Owners::default();
         for session in body.sessions {
@@ -230,7 +230,10 @@ impl Table {
         let mut holders_by_token: BTreeMap<u64, HoldId> = BTreeMap::new();
         for raw in body.entries {
             let id = HoldId::from_u128(raw.id);
-            let entry = restore_entry(raw, &table, &mut owners)?;
+            if table.entries.contains_key(&id) {
+                return Err(corrupt("two entries share an id"));
+            }
+            let entry = restore_entry(id, raw, &table, &mut owners)?;
             let scope = crate::command::RequestScope::of(&entry.holder, &entry.owner);
             if let Some(request) = &entry.request {
                 table.by_request.insert((scope, request.request_id.clone()), id);
@@ -256,7 +259,7 @@ impl Table {
                         }
                         NameKind::Semaphore { .. } => state.used += entry.permits,
                     }
-                    if holders_by_token.insert(held.token, id).is_some() {
+                    if holders_by_token.insert(held.token.get(), id).is_some() {
                         return Err(corrupt("two holds share a token"));
                     }
                     if let Some(deadline) = held.expires_at.get() {
@@ -264,12 +267,13 @@ impl Table {
                     }
                 }
             }
-            table.entries.insert(id, Box::new(entry));
+            table.entries.insert(Box::new(entry));
         }
         for id in holders_by_token.into_values() {
             let name = table.entries[&id].name.clone();
             table.names.get_mut(&name).expect("checked above").holders.push(id);
         }
+        table.names.compact_all();
         crate::invariants::check_structure(&table).map_err(corrupt)?;
         Ok(table)
     }
@@ -313,7 +317,7 @@ fn entry_v1(id: HoldId, entry: &crate::table::Entry) -> EntryV1<'_> {
                 },
             },
             EntryState::Held(held) => StateV1::Held {
-                token: held.token,
+                token: held.token.get(),
                 granted_wall_ms: held.granted_wall_ms,
                 granted_log_ms: held.granted_log_ms,
                 expires_at: held.expires_at.get(),
@@ -347,6 +351,7 @@ impl Owners {
 }
 
 fn restore_entry(
+    id: HoldId,
     raw: EntryV1<'_>,
     table: &Table,
     owners: &mut Owners,
@@ -387,10 +392,12 @@ fn restore_entry(
         }
         StateV1::Held { token, granted_wall_ms, granted_log_ms, expires_at } => {
             let expires_at = OptMs::new(nonzero(expires_at, "a hold expiring at log time 0")?);
+            let token = std::num::NonZeroU64::new(token).ok_or_else(|| corrupt("a token of 0"))?;
             EntryState::Held(HeldState { token, granted_wall_ms, granted_log_ms, expires_at })
         }
     };
     Ok(crate::table::Entry {
+        id,
         name,
         mode: if raw.shared { Mode::Shared } else { Mode::Exclusive },
         permits: raw.permits,

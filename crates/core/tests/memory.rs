@@ -11,12 +11,14 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
-fn a_held_lock_costs_under_360_bytes_beyond_name_and_owner() {
+fn a_held_lock_costs_well_under_300_bytes_beyond_name_and_owner() {
     // 60,000 sits just past a hash-map growth (its emptiest), 100,000 just before the next.
+    // Names arrive in ascending order, which leaves the B-trees' nodes about half full: the
+    // worst case for the name and deadline indexes.
     for holds in [60_000, 100_000] {
         let per_hold = bytes_per_held_lock(holds);
         println!("{holds} holds: {per_hold:.1} bytes per held lock beyond its name and owner");
-        assert!(per_hold < 360.0, "{holds} holds: {per_hold:.1} bytes per held lock");
+        assert!(per_hold < 280.0, "{holds} holds: {per_hold:.1} bytes per held lock");
     }
 }
 

@@ -102,6 +102,7 @@ impl Table {
         let kind = NameKind::of(acquire.want);
         let (mode, permits) = mode_and_permits(acquire.want);
         let existing = self.names.get(&acquire.name);
+        let existing = existing.as_deref();
         if let Some(state) = existing {
             if state.kind != kind {
                 return Err(CoreError::Conflict(describe_kind_mismatch(state.kind, kind)));
@@ -146,7 +147,12 @@ impl Table {
         // Every check passed: from here on the command succeeds.
         let id = acquire.hold_id;
         let now = self.now_ms;
-        self.names.entry(acquire.name.clone()).or_insert_with(|| Box::new(NameState::new(kind)));
+        // A new name granted to one exclusive holder at once is stored by `grant` as just that
+        // holder; any other new name starts as an empty state here.
+        let single = existing.is_none() && grantable && want_is_exclusive_lock(acquire.want);
+        if !single {
+            self.names.get_or_insert(&acquire.name, NameState::new(kind));
+        }
         let request = acquire.request_id.clone().map(|request_id| {
             let retain_until = now.saturating_add(REQUEST_ID_RETENTION_MS);
             let scope = RequestScope::of(&acquire.holder, &acquire.owner);
@@ -161,7 +167,7 @@ impl Table {
         let state = if grantable {
             // A placeholder the grant replaces at once.
             EntryState::Held(super::HeldState {
-                token: 0,
+                token: std::num::NonZeroU64::MIN,
                 granted_wall_ms: 0,
                 granted_log_ms: 0,
                 expires_at: super::OptMs::default(),
@@ -169,27 +175,25 @@ impl Table {
         } else {
             EntryState::Waiting(Box::new(self.enqueue(&name, id, wait, acquire.origin)))
         };
-        self.entries.insert(
+        self.entries.insert(Box::new(Entry {
             id,
-            Box::new(Entry {
-                name: acquire.name,
-                mode,
-                permits,
-                // Validated above: at most MAX_LOCK_DELAY_MS, which fits.
-                lock_delay_ms: acquire.lock_delay_ms as u16,
-                owner: acquire.owner,
-                holder: acquire.holder,
-                ttl_ms: super::OptMs::new(acquire.ttl_ms),
-                request,
-                state,
-            }),
-        );
+            name: acquire.name,
+            mode,
+            permits,
+            // Validated above: at most MAX_LOCK_DELAY_MS, which fits.
+            lock_delay_ms: acquire.lock_delay_ms as u16,
+            owner: acquire.owner,
+            holder: acquire.holder,
+            ttl_ms: super::OptMs::new(acquire.ttl_ms),
+            request,
+            state,
+        }));
         if grantable {
             self.grant(id);
             let hold = self.view(id).expect("just granted");
             return Ok(Response::Granted { hold, repeat: false });
         }
-        let position = self.names[&name].waiter_count();
+        let position = self.names.get(&name).map_or(0, |state| state.waiter_count());
         Ok(Response::Queued { hold_id: id, position })
     }
 
@@ -273,10 +277,9 @@ impl Table {
             state.deadline = deadline;
             state.origin = acquire.origin;
         }
-        let position = self.names[&acquire.name]
-            .queue
-            .as_ref()
-            .map_or(0, |queue| queue.range(..=wait.seq).count());
+        let position = self.names.get(&acquire.name).map_or(0, |state| {
+            state.queue.as_ref().map_or(0, |queue| queue.range(..=wait.seq).count())
+        });
         Ok(Response::Queued { hold_id: earlier, position })
     }
 
@@ -291,6 +294,10 @@ impl Table {
             _ => "the name is held".into(),
         }
     }
+}
+
+fn want_is_exclusive_lock(want: Want) -> bool {
+    matches!(want, Want::Lock(Mode::Exclusive))
 }
 
 fn describe_kind_mismatch(existing: NameKind, wanted: NameKind) -> String {

@@ -11,7 +11,7 @@ impl Table {
     pub(super) fn run_due(&mut self, effects: &mut Vec<Effect>) {
         let now = self.now_ms;
         let mut due = Vec::new();
-        while self.timers.first().is_some_and(|(deadline, _)| *deadline <= now) {
+        while self.timers.first_deadline().is_some_and(|deadline| deadline <= now) {
             due.extend(self.timers.pop_first());
         }
         if due.is_empty() {
@@ -60,6 +60,7 @@ impl Table {
                 if let Some(state) = self.names.get_mut(&name) {
                     if state.delay_until == deadline {
                         state.delay_until = 0;
+                        self.names.compact(&name);
                         self.touch(&name);
                     }
                 }
@@ -106,10 +107,10 @@ impl Table {
     pub(super) fn cancel_dead_boots(&mut self, live: &[NodeEpoch], effects: &mut Vec<Effect>) {
         let mut dead: Vec<(u64, crate::ids::HoldId)> = self
             .entries
-            .iter()
-            .filter_map(|(id, entry)| match &entry.state {
+            .values()
+            .filter_map(|entry| match &entry.state {
                 EntryState::Waiting(wait) if !live.contains(&wait.origin.boot) => {
-                    Some((wait.seq, *id))
+                    Some((wait.seq, entry.id))
                 }
                 _ => None,
             })
@@ -128,7 +129,7 @@ impl Table {
             return;
         }
         let timers = std::mem::take(&mut self.timers);
-        for (deadline, timer) in timers {
+        for (deadline, timer) in timers.drain() {
             let moved = deadline.saturating_add(margin_ms);
             match &timer {
                 Timer::Hold(id) => {

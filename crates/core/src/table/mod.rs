@@ -7,15 +7,22 @@
 
 mod acquire;
 mod admin;
+mod entries;
 mod expiry;
+mod names;
 mod query;
 mod release;
 mod session;
+mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
+
+use entries::Entries;
+use names::Names;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Bound;
 use std::sync::Arc;
+use timers::Timers;
 
 use crate::command::{Command, Ctx, Mode, RequestScope, Want};
 use crate::effect::{Effect, HoldView, Kind, LostReason, Response, WaitEnd};
@@ -245,6 +252,7 @@ impl OptMs {
 /// A waiting acquire or a granted hold: the same id for its whole life.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
+    pub(crate) id: HoldId,
     pub(crate) name: LockName,
     pub(crate) mode: Mode,
     pub(crate) permits: u32,
@@ -281,7 +289,8 @@ pub(crate) struct WaitState {
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HeldState {
-    pub(crate) token: u64,
+    /// Never 0 (tokens start at 1), which lets `EntryState` keep its tag in this field.
+    pub(crate) token: std::num::NonZeroU64,
     pub(crate) granted_wall_ms: u64,
     pub(crate) granted_log_ms: u64,
     /// None: no expiry of its own.
@@ -352,13 +361,10 @@ pub struct Table {
     pub(crate) wall_ms: u64,
     pub(crate) next_token: u64,
     pub(crate) next_seq: u64,
-    /// Boxed: a B-tree filled in ascending order keeps its nodes about half full, and a node
-    /// slot then costs 24 bytes instead of 80.
-    pub(crate) names: BTreeMap<LockName, Box<NameState>>,
-    /// Boxed: the map's slots stay small, so a half-empty map after growth costs little.
-    pub(crate) entries: IdMap<HoldId, Box<Entry>>,
+    pub(crate) names: Names,
+    pub(crate) entries: Entries,
     pub(crate) sessions: IdMap<SessionId, Session>,
-    pub(crate) timers: BTreeSet<(u64, Timer)>,
+    pub(crate) timers: Timers,
     /// Every entry of a non-anonymous holder: re-entrancy, bulk release, compat release.
     pub(crate) by_holder: BTreeMap<(Holder, LockName), HoldId>,
     /// Entries whose `request_id` still deduplicates.
@@ -382,10 +388,10 @@ impl Table {
             wall_ms: 0,
             next_token: 1,
             next_seq: 0,
-            names: BTreeMap::new(),
-            entries: IdMap::default(),
+            names: Names::default(),
+            entries: Entries::default(),
             sessions: IdMap::default(),
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             by_holder: BTreeMap::new(),
             by_request: BTreeMap::new(),
             waiting_count: 0,
@@ -409,7 +415,7 @@ impl Table {
 
     /// The earliest deadline in the table: the leader proposes `Expire` then.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.first().map(|(deadline, _)| *deadline)
+        self.timers.first_deadline()
     }
 
     /// Applies one command at `ctx`, returning its response; effects on others are appended to
@@ -537,13 +543,15 @@ impl Table {
         if let Some(deadline) = wait.deadline {
             self.timers.remove(&(deadline, Timer::Wait(id)));
         }
-        if let Some(state) = self.names.get_mut(&entry.name) {
+        let name = entry.name.clone();
+        if let Some(state) = self.names.get_mut(&name) {
             if let Some(queue) = state.queue.as_mut() {
                 queue.remove(&wait.seq);
                 if queue.is_empty() {
                     state.queue = None;
                 }
             }
+            self.names.compact(&name);
         }
         self.waiting_count -= 1;
     }
@@ -556,12 +564,19 @@ impl Table {
         let entry = self.entries.get_mut(&id).expect("granting a known entry");
         let expires_at = entry.ttl_ms.get().map(|ttl| deadline_after(now, ttl));
         entry.state = EntryState::Held(HeldState {
-            token,
+            token: std::num::NonZeroU64::new(token).expect("tokens start at 1"),
             granted_wall_ms: self.wall_ms,
             granted_log_ms: now,
             expires_at: OptMs::new(expires_at),
         });
-        let state = self.names.get_mut(&entry.name).expect("a granted entry's name exists");
+        let Some(state) = self.names.get_mut(&entry.name) else {
+            // A new name's first exclusive holder (see `acquire`).
+            self.names.insert_held(entry.name.clone(), id, token);
+            if let Some(deadline) = expires_at {
+                self.timers.insert((deadline, Timer::Hold(id)));
+            }
+            return;
+        };
         match state.kind {
             NameKind::Lock => {
                 state.used += 1;
@@ -571,6 +586,8 @@ impl Table {
         }
         state.holders.push(id);
         state.last_token = token;
+        let name = entry.name.clone();
+        self.names.compact(&name);
         if let Some(deadline) = expires_at {
             self.timers.insert((deadline, Timer::Hold(id)));
         }
@@ -599,27 +616,36 @@ impl Table {
                 if let Some(deadline) = held.expires_at.get() {
                     self.timers.remove(&(deadline, Timer::Hold(id)));
                 }
-                let state = self.names.get_mut(&name).expect("a held entry's name exists");
-                state.holders.retain(|holder| *holder != id);
-                match state.kind {
-                    NameKind::Lock => {
-                        state.used -= 1;
-                        if mode == Mode::Exclusive {
-                            state.exclusive = false;
-                        }
+                let delay_until = match how {
+                    Ending::Involuntary { at, lock_delay: true, .. } if lock_delay_ms > 0 => {
+                        Some(deadline_after(at, u64::from(lock_delay_ms)))
+                            .filter(|until| *until > self.now_ms)
                     }
-                    NameKind::Semaphore { .. } => state.used -= permits,
+                    _ => None,
+                };
+                // The usual held lock: its name ends with it, unless a lock-delay keeps it.
+                if delay_until.is_some() || !self.names.remove_single(&name, id) {
+                    let state = self.names.get_mut(&name).expect("a held entry's name exists");
+                    state.holders.retain(|holder| *holder != id);
+                    match state.kind {
+                        NameKind::Lock => {
+                            state.used -= 1;
+                            if mode == Mode::Exclusive {
+                                state.exclusive = false;
+                            }
+                        }
+                        NameKind::Semaphore { .. } => state.used -= permits,
+                    }
                 }
-                if let Ending::Involuntary { lost, at, lock_delay, .. } = how {
-                    let until = deadline_after(at, u64::from(lock_delay_ms));
-                    if lock_delay && lock_delay_ms > 0 && until > self.now_ms {
+                if let Ending::Involuntary { lost, .. } = how {
+                    if let Some(until) = delay_until {
                         self.set_delay(&name, until);
                     }
                     let holder = self.entries[&id].holder.clone();
                     effects.push(Effect::Lost {
                         hold_id: id,
                         name: name.clone(),
-                        token: FencingToken(held.token),
+                        token: FencingToken(held.token.get()),
                         holder,
                         reason: lost,
                     });
@@ -692,7 +718,7 @@ impl Table {
             limit,
             owner: entry.owner.clone(),
             holder: entry.holder.clone(),
-            token: FencingToken(held.token),
+            token: FencingToken(held.token.get()),
             granted_at_ms: held.granted_wall_ms,
             granted_log_ms: held.granted_log_ms,
             ttl_ms: entry.ttl_ms.get(),

@@ -117,7 +117,7 @@ impl Table {
         };
         state.holders.iter().any(|id| {
             self.entries.get(id).is_some_and(|entry| {
-                entry.held().is_some_and(|held| held.token == token)
+                entry.held().is_some_and(|held| held.token.get() == token)
                     && self.entry_live(entry, now_ms)
             })
         })
@@ -127,7 +127,7 @@ impl Table {
     pub fn name_view(&self, name: &LockName, now_ms: u64) -> NameView {
         let now_ms = now_ms.max(self.now_ms);
         match self.names.get(name) {
-            Some(state) => self.state_view(name, state, now_ms),
+            Some(state) => self.state_view(name, &state, now_ms),
             None => NameView {
                 name: name.clone(),
                 kind: None,
@@ -191,7 +191,7 @@ impl Table {
                 let next = page.last().map(|view: &NameView| view.name.as_str().to_string());
                 return (page, next);
             }
-            page.push(self.state_view(name, state, now_ms));
+            page.push(self.state_view(name, &state, now_ms));
         }
         (page, None)
     }
