@@ -6,7 +6,7 @@
 //! holder and request indexes, per-name counters) are not stored; `restore` rebuilds them.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -31,24 +31,8 @@ pub enum SnapshotError {
     Corrupt(String),
 }
 
-/// The body as read back. Strings borrow from the snapshot bytes where postcard allows it.
-#[derive(Deserialize)]
-struct SnapshotV1<'a> {
-    now_ms: u64,
-    wall_ms: u64,
-    next_token: u64,
-    next_seq: u64,
-    #[serde(borrow)]
-    names: Vec<NameV1<'a>>,
-    #[serde(borrow)]
-    entries: Vec<EntryV1<'a>>,
-    #[serde(borrow)]
-    sessions: Vec<SessionV1<'a>>,
-}
-
-/// The body as written: the same fields in the same order, each list serialized straight from
-/// the table (no owned copy of it is built; a snapshot of a million holds would otherwise cost
-/// hundreds of megabytes while it is written).
+/// The body, as written: each list serialized straight from the table (no owned copy of it
+/// is built; a snapshot of a million holds would otherwise cost hundreds of megabytes).
 #[derive(Serialize)]
 struct SnapshotV1Out<'a> {
     now_ms: u64,
@@ -189,6 +173,10 @@ impl Table {
     }
 
     /// Rebuilds a table from `snapshot` bytes, checking every cross-reference.
+    ///
+    /// The body is read item by item straight into the table (no owned copy of it is built),
+    /// and a name that turns out to be an exclusive lock with one holder is stored as just that
+    /// holder from the start: restoring a million holds costs little beyond the table itself.
     pub fn restore(bytes: &[u8], limits: Limits) -> Result<Table, SnapshotError> {
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err(SnapshotError::BadMagic);
@@ -197,85 +185,267 @@ impl Table {
         if version != VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
-        let body: SnapshotV1 =
-            postcard::from_bytes(&bytes[12..]).map_err(|err| corrupt(err.to_string()))?;
-        let mut table = Table::new(limits);
-        table.now_ms = body.now_ms;
-        table.wall_ms = body.wall_ms;
-        table.next_token = body.next_token;
-        table.next_seq = body.next_seq;
-        for name in body.names {
-            let lock_name = LockName::new(&name.name).map_err(|e| corrupt(e.to_string()))?;
-            let kind = match name.semaphore_limit {
-                0 => NameKind::Lock,
-                limit => NameKind::Semaphore { limit },
+        let mut restorer = Restorer {
+            table: Table::new(limits),
+            owners: Owners::default(),
+            plain: Vec::new(),
+            plain_used: 0,
+            session_refs: Vec::new(),
+            error: None,
+            // Every item takes at least 5 bytes: a length claimed above this is corrupt.
+            max_items: bytes.len() / 5,
+        };
+        let mut deserializer = postcard::Deserializer::from_bytes(&bytes[12..]);
+        let read = serde::de::DeserializeSeed::deserialize(Body(&mut restorer), &mut deserializer);
+        if let Some(error) = restorer.error.take() {
+            return Err(error);
+        }
+        read.map_err(|err| corrupt(err.to_string()))?;
+        restorer.finish()
+    }
+}
+
+/// A table being rebuilt from a snapshot's body, read item by item.
+struct Restorer<'de> {
+    table: Table,
+    owners: Owners,
+    /// Names that are a lock with no lock-delay, in snapshot (name) order, with their last
+    /// token: each is added when its first entry shows whether it is a single exclusive holder.
+    plain: Vec<(&'de str, u64)>,
+    plain_used: usize,
+    /// Sessions that holds refer to: sessions come after the entries in the body.
+    session_refs: Vec<SessionId>,
+    /// The first problem found while reading (postcard's errors carry no message of ours).
+    error: Option<SnapshotError>,
+    max_items: usize,
+}
+
+impl<'de> Restorer<'de> {
+    fn reserve_names(&mut self, count: usize) {
+        self.plain.reserve_exact(count);
+    }
+
+    fn reserve_entries(&mut self, count: usize) {
+        self.table.entries.reserve(count);
+    }
+
+    fn reserve_sessions(&mut self, count: usize) {
+        self.table.sessions.reserve(count);
+    }
+
+    fn name(&mut self, raw: NameV1<'de>) -> Result<(), SnapshotError> {
+        if raw.semaphore_limit == 0 && raw.delay_until == 0 {
+            let Cow::Borrowed(name) = raw.name else {
+                return Err(corrupt("a name that is not valid UTF-8 as stored"));
             };
-            let mut state = crate::table::NameState::new(kind);
-            state.last_token = name.last_token;
-            state.delay_until = name.delay_until;
-            if name.delay_until > 0 {
-                table.timers.insert((name.delay_until, Timer::Delay(lock_name.clone())));
+            if self.plain.last().is_some_and(|(last, _)| *last >= name) {
+                return Err(corrupt("names out of order"));
             }
-            table.names.insert(lock_name, state);
+            self.plain.push((name, raw.last_token));
+            return Ok(());
         }
-        let mut owners = Owners::default();
-        for session in body.sessions {
-            let id = SessionId::from_u128(session.id);
-            table.timers.insert((session.deadline, Timer::Session(id)));
-            let owner = owners.get(&session.owner);
-            table
-                .sessions
-                .insert(id, Session { ttl_ms: session.ttl_ms, owner, deadline: session.deadline });
+        let lock_name = LockName::new(&raw.name).map_err(|e| corrupt(e.to_string()))?;
+        let kind = match raw.semaphore_limit {
+            0 => NameKind::Lock,
+            limit => NameKind::Semaphore { limit },
+        };
+        let mut state = crate::table::NameState::new(kind);
+        state.last_token = raw.last_token;
+        state.delay_until = raw.delay_until;
+        if raw.delay_until > 0 {
+            self.table.timers.insert((raw.delay_until, Timer::Delay(lock_name.clone())));
         }
-        let mut holders_by_token: BTreeMap<u64, HoldId> = BTreeMap::new();
-        for raw in body.entries {
-            let id = HoldId::from_u128(raw.id);
-            if table.entries.contains_key(&id) {
-                return Err(corrupt("two entries share an id"));
+        if self.table.names.get(&lock_name).is_some() {
+            return Err(corrupt("a name stored twice"));
+        }
+        self.table.names.insert(lock_name, state);
+        Ok(())
+    }
+
+    fn entry(&mut self, raw: EntryV1<'_>) -> Result<(), SnapshotError> {
+        let id = HoldId::from_u128(raw.id);
+        if self.table.entries.contains_key(&id) {
+            return Err(corrupt("two entries share an id"));
+        }
+        // The entry shares its name with the table's key, as it does when granted live.
+        let (name, plain_last_token) = match self.table.names.get_key_value(&*raw.name) {
+            Some((name, _)) => (name.clone(), None),
+            None => {
+                let found = self.plain.binary_search_by(|(name, _)| (*name).cmp(&*raw.name));
+                let index = found.map_err(|_| corrupt("an entry refers to an unknown name"))?;
+                self.plain_used += 1;
+                let name = LockName::new(&raw.name).map_err(|e| corrupt(e.to_string()))?;
+                (name, Some(self.plain[index].1))
             }
-            let entry = restore_entry(id, raw, &table, &mut owners)?;
+        };
+        let entry = restore_entry(id, raw, name.clone(), &mut self.owners, &mut self.session_refs)?;
+        let table = &mut self.table;
+        if let Some(request) = &entry.request {
             let scope = crate::command::RequestScope::of(&entry.holder, &entry.owner);
-            if let Some(request) = &entry.request {
-                table.by_request.insert((scope, request.request_id.clone()), id);
-                table.timers.insert((request.retain_until, Timer::Request(id)));
-            }
-            if entry.holder != Holder::Anonymous {
-                table.by_holder.insert((entry.holder.clone(), entry.name.clone()), id);
-            }
-            let state = table.names.get_mut(&entry.name).ok_or_else(|| corrupt("unknown name"))?;
-            match &entry.state {
-                EntryState::Waiting(wait) => {
-                    state.queue.get_or_insert_with(Default::default).insert(wait.seq, id);
-                    table.waiting_count += 1;
-                    if let Some(deadline) = wait.deadline {
-                        table.timers.insert((deadline, Timer::Wait(id)));
-                    }
+            table.by_request.insert((scope, request.request_id.clone()), id);
+            table.timers.insert((request.retain_until, Timer::Request(id)));
+        }
+        if entry.holder != Holder::Anonymous {
+            table.by_holder.insert((entry.holder.clone(), entry.name.clone()), id);
+        }
+        match &entry.state {
+            EntryState::Waiting(wait) => {
+                if let Some(deadline) = wait.deadline {
+                    table.timers.insert((deadline, Timer::Wait(id)));
                 }
-                EntryState::Held(held) => {
-                    match state.kind {
-                        NameKind::Lock => {
-                            state.used += 1;
-                            state.exclusive |= entry.mode == Mode::Exclusive;
+                table.waiting_count += 1;
+            }
+            EntryState::Held(held) => {
+                if let Some(deadline) = held.expires_at.get() {
+                    table.timers.insert((deadline, Timer::Hold(id)));
+                }
+            }
+        }
+        match (&entry.state, plain_last_token) {
+            // The usual held lock: the name is just its holder.
+            (EntryState::Held(held), Some(last))
+                if entry.mode == Mode::Exclusive && held.token.get() == last =>
+            {
+                table.names.insert_held(name, id, last);
+            }
+            (state, plain) => {
+                if let Some(last) = plain {
+                    let mut fresh = crate::table::NameState::new(NameKind::Lock);
+                    fresh.last_token = last;
+                    table.names.insert(name.clone(), fresh);
+                }
+                let names = &mut table.names;
+                let name_state = names.get_mut(&name).expect("added above");
+                match state {
+                    EntryState::Waiting(wait) => {
+                        name_state.queue.get_or_insert_with(Default::default).insert(wait.seq, id);
+                    }
+                    EntryState::Held(_) => {
+                        match name_state.kind {
+                            NameKind::Lock => {
+                                name_state.used += 1;
+                                name_state.exclusive |= entry.mode == Mode::Exclusive;
+                            }
+                            NameKind::Semaphore { .. } => name_state.used += entry.permits,
                         }
-                        NameKind::Semaphore { .. } => state.used += entry.permits,
-                    }
-                    if holders_by_token.insert(held.token.get(), id).is_some() {
-                        return Err(corrupt("two holds share a token"));
-                    }
-                    if let Some(deadline) = held.expires_at.get() {
-                        table.timers.insert((deadline, Timer::Hold(id)));
+                        name_state.holders.push(id);
                     }
                 }
             }
-            table.entries.insert(Box::new(entry));
         }
-        for id in holders_by_token.into_values() {
-            let name = table.entries[&id].name.clone();
-            table.names.get_mut(&name).expect("checked above").holders.push(id);
+        table.entries.insert(Box::new(entry));
+        Ok(())
+    }
+
+    fn session(&mut self, raw: SessionV1<'_>) -> Result<(), SnapshotError> {
+        let id = SessionId::from_u128(raw.id);
+        let owner = self.owners.get(&raw.owner);
+        let session = Session { ttl_ms: raw.ttl_ms, owner, deadline: raw.deadline };
+        if self.table.sessions.insert(id, session).is_some() {
+            return Err(corrupt("a session stored twice"));
         }
+        self.table.timers.insert((raw.deadline, Timer::Session(id)));
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Table, SnapshotError> {
+        let mut table = self.table;
+        if self.plain_used != self.plain.len() {
+            return Err(corrupt("a name with nothing held, waiting or delayed on it"));
+        }
+        if self.session_refs.iter().any(|session| !table.sessions.contains_key(session)) {
+            return Err(corrupt("a hold refers to an unknown session"));
+        }
+        // Holders were added in id order; a name's holders go in grant (token) order.
+        let Table { names, entries, .. } = &mut table;
+        names.sort_holders(|id| entries.get(id).and_then(|e| e.held()).map(|h| h.token.get()));
         table.names.compact_all();
         crate::invariants::check_structure(&table).map_err(corrupt)?;
         Ok(table)
+    }
+}
+
+/// The body: four counters, then the names, the entries and the sessions.
+struct Body<'r, 'de>(&'r mut Restorer<'de>);
+
+const BODY_FIELDS: &[&str] =
+    &["now_ms", "wall_ms", "next_token", "next_seq", "names", "entries", "sessions"];
+
+impl<'de> serde::de::DeserializeSeed<'de> for Body<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_struct("SnapshotV1", BODY_FIELDS, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Body<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a version 1 snapshot body")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        let restorer = self.0;
+        let mut counter = || -> Result<u64, A::Error> {
+            seq.next_element()?.ok_or_else(|| A::Error::custom("snapshot body cut short"))
+        };
+        restorer.table.now_ms = counter()?;
+        restorer.table.wall_ms = counter()?;
+        restorer.table.next_token = counter()?;
+        restorer.table.next_seq = counter()?;
+        let read =
+            seq.next_element_seed(ReadItems(restorer, Restorer::reserve_names, Restorer::name))?;
+        read.ok_or_else(|| A::Error::custom("no names"))?;
+        let read =
+            seq.next_element_seed(ReadItems(restorer, Restorer::reserve_entries, Restorer::entry))?;
+        read.ok_or_else(|| A::Error::custom("no entries"))?;
+        let read = seq.next_element_seed(ReadItems(
+            restorer,
+            Restorer::reserve_sessions,
+            Restorer::session,
+        ))?;
+        read.ok_or_else(|| A::Error::custom("no sessions"))?;
+        Ok(())
+    }
+}
+
+/// One list of the body, each item handed to the restorer as it is read.
+struct ReadItems<'r, 'de, T>(
+    &'r mut Restorer<'de>,
+    fn(&mut Restorer<'de>, usize),
+    fn(&mut Restorer<'de>, T) -> Result<(), SnapshotError>,
+);
+
+impl<'de, T: Deserialize<'de>> serde::de::DeserializeSeed<'de> for ReadItems<'_, 'de, T> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ReadItems<'_, 'de, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let ReadItems(restorer, reserve, apply) = self;
+        // Room for the whole list at once (postcard knows its length): no growth copies.
+        let count = seq.size_hint().unwrap_or(0).min(restorer.max_items);
+        reserve(restorer, count);
+        while let Some(item) = seq.next_element::<T>()? {
+            if let Err(error) = apply(restorer, item) {
+                restorer.error = Some(error);
+                return Err(serde::de::Error::custom("snapshot is corrupt"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -353,21 +523,15 @@ impl Owners {
 fn restore_entry(
     id: HoldId,
     raw: EntryV1<'_>,
-    table: &Table,
+    name: LockName,
     owners: &mut Owners,
+    session_refs: &mut Vec<SessionId>,
 ) -> Result<crate::table::Entry, SnapshotError> {
-    // The entry shares its name with the table's key, as it does when granted live.
-    let name = match table.names.get_key_value(&*raw.name) {
-        Some((name, _)) => name.clone(),
-        None => return Err(corrupt("an entry refers to an unknown name")),
-    };
     let holder = match raw.holder {
         HolderV1::Anonymous => Holder::Anonymous,
         HolderV1::Session(session) => {
             let session = SessionId::from_u128(session);
-            if !table.sessions.contains_key(&session) {
-                return Err(corrupt("a hold refers to an unknown session"));
-            }
+            session_refs.push(session);
             Holder::Session(session)
         }
         HolderV1::CompatOwner(owner) => Holder::CompatOwner(owners.get(&owner)),

@@ -24,6 +24,10 @@ impl Entries {
         self.0.len()
     }
 
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional, |entry| hash(&entry.id));
+    }
+
     pub(crate) fn get(&self, id: &HoldId) -> Option<&Entry> {
         self.0.find(hash(id), |entry| entry.id == *id).map(|entry| &**entry)
     }

@@ -137,6 +137,17 @@ impl Names {
         }
     }
 
+    /// Puts every name's holders in the order `token_of` gives (after a restore).
+    pub(crate) fn sort_holders(&mut self, token_of: impl Fn(&HoldId) -> Option<u64>) {
+        for slot in self.0.values_mut() {
+            if let Slot::State(state) = slot {
+                if let Holders::Many(ids) = &mut state.holders {
+                    ids.sort_by_key(|id| token_of(id));
+                }
+            }
+        }
+    }
+
     /// [`Names::compact`] for every name (after a restore).
     pub(crate) fn compact_all(&mut self) {
         self.0.values_mut().for_each(Slot::compact);
