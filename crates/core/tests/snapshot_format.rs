@@ -83,3 +83,156 @@ fn snapshot_bytes_are_the_version_1_format_exactly() {
     let restored = Table::restore(&bytes, Limits::default()).unwrap();
     assert_eq!(restored.snapshot(), bytes);
 }
+
+/// Snapshots that parse but contradict themselves, written with a mirror of the version-1
+/// format: each is refused with a clear error, never restored and never a panic.
+mod contradictions {
+    use lockserver_core::snapshot::{SnapshotError, MAGIC, VERSION};
+    use lockserver_core::{Limits, Table};
+    use serde::Serialize;
+
+    #[derive(Serialize, Clone)]
+    struct Body {
+        now_ms: u64,
+        wall_ms: u64,
+        next_token: u64,
+        next_seq: u64,
+        names: Vec<Name>,
+        entries: Vec<Entry>,
+        sessions: Vec<Session>,
+    }
+
+    #[derive(Serialize, Clone)]
+    struct Name {
+        name: String,
+        semaphore_limit: u32,
+        last_token: u64,
+        delay_until: u64,
+    }
+
+    #[derive(Serialize, Clone)]
+    struct Entry {
+        id: u128,
+        name: String,
+        shared: bool,
+        permits: u32,
+        lock_delay_ms: u32,
+        owner: String,
+        holder: Holder,
+        ttl_ms: Option<u64>,
+        request: Option<(String, u64)>,
+        state: State,
+    }
+
+    #[derive(Serialize, Clone)]
+    #[allow(dead_code)]
+    enum Holder {
+        Anonymous,
+        Session(u128),
+    }
+
+    #[derive(Serialize, Clone)]
+    #[allow(dead_code)]
+    enum State {
+        Waiting { seq: u64 },
+        Held { token: u64, granted_wall_ms: u64, granted_log_ms: u64, expires_at: Option<u64> },
+    }
+
+    #[derive(Serialize, Clone)]
+    struct Session {
+        id: u128,
+        ttl_ms: u64,
+        owner: String,
+        deadline: u64,
+    }
+
+    fn name(text: &str, last_token: u64) -> Name {
+        Name { name: text.into(), semaphore_limit: 0, last_token, delay_until: 0 }
+    }
+
+    fn held(id: u128, on: &str, token: u64, holder: Holder) -> Entry {
+        Entry {
+            id,
+            name: on.into(),
+            shared: false,
+            permits: 1,
+            lock_delay_ms: 0,
+            owner: String::new(),
+            holder,
+            ttl_ms: None,
+            request: None,
+            state: State::Held { token, granted_wall_ms: 1, granted_log_ms: 1, expires_at: None },
+        }
+    }
+
+    fn valid() -> Body {
+        Body {
+            now_ms: 10,
+            wall_ms: 10,
+            next_token: 3,
+            next_seq: 0,
+            names: vec![name("a", 1), name("b", 2)],
+            entries: vec![held(1, "a", 1, Holder::Anonymous), held(2, "b", 2, Holder::Session(9))],
+            sessions: vec![Session { id: 9, ttl_ms: 1_000, owner: "s".into(), deadline: 500 }],
+        }
+    }
+
+    fn restore(body: &Body) -> Result<Table, SnapshotError> {
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend(postcard::to_allocvec(body).unwrap());
+        Table::restore(&bytes, Limits::default())
+    }
+
+    fn refused(body: &Body) -> String {
+        match restore(body) {
+            Err(SnapshotError::Corrupt(what)) => what,
+            Err(other) => panic!("expected a corrupt snapshot, got {other:?}"),
+            Ok(_) => panic!("a contradictory snapshot was restored"),
+        }
+    }
+
+    #[test]
+    fn each_contradiction_is_refused_by_name() {
+        let table = restore(&valid()).expect("the mirror writes the real format");
+        assert_eq!(table.stats().holds, 2);
+
+        let mut body = valid();
+        body.sessions.clear();
+        assert!(refused(&body).contains("unknown session"));
+
+        let mut body = valid();
+        body.names.push(name("c", 0));
+        assert!(refused(&body).contains("nothing held"));
+
+        let mut body = valid();
+        body.entries[0].name = "zzz".into();
+        assert!(refused(&body).contains("unknown name"));
+
+        let mut body = valid();
+        body.names.swap(0, 1);
+        assert!(refused(&body).contains("out of order"));
+
+        let mut body = valid();
+        body.entries[1].id = 1;
+        assert!(refused(&body).contains("share an id"));
+
+        let mut body = valid();
+        body.entries[1].state =
+            State::Held { token: 1, granted_wall_ms: 1, granted_log_ms: 1, expires_at: None };
+        assert!(refused(&body).contains("twice"), "{}", refused(&body));
+
+        let mut body = valid();
+        body.entries[0].state =
+            State::Held { token: 0, granted_wall_ms: 1, granted_log_ms: 1, expires_at: None };
+        assert!(refused(&body).contains("token of 0"));
+
+        let mut body = valid();
+        body.entries[0].ttl_ms = Some(0);
+        assert!(refused(&body).contains("TTL of 0"));
+
+        let mut body = valid();
+        body.entries[0].lock_delay_ms = 70_000;
+        assert!(refused(&body).contains("lock-delay"));
+    }
+}
