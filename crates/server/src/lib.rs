@@ -112,17 +112,30 @@ impl Server {
 
         let line = startup_line(&config, http_addr, locker_addr);
         announce(&config, &line, http_addr, locker_addr)?;
-        let locker_task = locker
-            .map(|(listener, _)| tokio::spawn(compat::locker::serve(listener, state.clone())));
+        // HTTP and locker connections share the per-core connection workers.
+        let workers = match listener::Workers::start(listener::worker_count()) {
+            Ok(workers) => Some(workers),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start connection workers; serving on the main runtime");
+                None
+            }
+        };
+        let spawner = workers.as_ref().map(listener::Workers::spawner);
+        let locker_task = locker.map(|(listener, _)| {
+            tokio::spawn(compat::locker::serve(listener, state.clone(), spawner.clone()))
+        });
 
         let signal = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutdown requested");
             let _ = shutdown_tx.send(true);
         });
-        listener::serve(listener, router, state, shutdown_rx).await;
+        listener::serve(listener, router, state, shutdown_rx, spawner).await;
         if let Some(task) = locker_task {
             let _ = task.await; // stops accepting once shutdown starts
+        }
+        if let Some(workers) = workers {
+            workers.stop().await;
         }
         signal.abort();
         // The node acknowledges a write only once it is durable, so nothing acknowledged is

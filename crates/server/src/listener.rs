@@ -29,18 +29,11 @@ pub(crate) async fn serve(
     router: Router,
     state: SharedState,
     shutdown: watch::Receiver<bool>,
+    workers: Option<Spawner>,
 ) {
     // Every connection (and every WebSocket it upgrades to) holds a clone of `alive`; the
     // drain below ends when the last one is dropped.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    let workers = match Workers::start(worker_count()) {
-        Ok(workers) => Some(workers),
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot start connection workers; serving on the main runtime");
-            None
-        }
-    };
-    let mut next_worker = 0usize;
     // One permit per open connection; a connection task holds its permit until it ends.
     let connections = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let stop = shutdown_started(shutdown.clone());
@@ -69,13 +62,8 @@ pub(crate) async fn serve(
         let connection =
             serve_connection(stream, peer, router.clone(), state.clone(), shutdown.clone(), lease);
         match &workers {
-            Some(workers) => {
-                next_worker = next_worker.wrapping_add(1);
-                workers.spawn(next_worker, connection);
-            }
-            None => {
-                tokio::spawn(connection);
-            }
+            Some(workers) => workers.spawn(connection),
+            None => drop(tokio::spawn(connection)),
         }
     }
     drop(listener);
@@ -86,9 +74,6 @@ pub(crate) async fn serve(
         () = tokio::time::sleep(DRAIN_TIMEOUT) => {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing anyway");
         }
-    }
-    if let Some(workers) = workers {
-        workers.stop().await;
     }
 }
 
@@ -147,15 +132,16 @@ fn serve_connection(
     }
 }
 
-fn worker_count() -> usize {
+pub(crate) fn worker_count() -> usize {
     std::thread::available_parallelism().map_or(2, |cores| cores.get())
 }
 
 /// Connection workers: one single-threaded runtime per core, each on its own OS thread. A
 /// connection lives on one worker for its whole life, as in actix: no work stealing and no
-/// cross-core wake-ups on the request path. The accept loop hands connections round-robin.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
+/// cross-core wake-ups on the request path. The accept loops (HTTP and locker) hand
+/// connections out round-robin through a [`Spawner`].
+pub(crate) struct Workers {
+    spawner: Spawner,
     /// Dropping a sender (in `stop`) ends its worker's `block_on`; the thread then drops its
     /// runtime outside any async context.
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -163,12 +149,17 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(count: usize) -> std::io::Result<Workers> {
-        let mut workers = Workers { handles: Vec::new(), stops: Vec::new(), threads: Vec::new() };
+    pub(crate) fn start(count: usize) -> std::io::Result<Workers> {
+        let mut handles = Vec::new();
+        let mut workers = Workers {
+            spawner: Spawner { handles: Arc::from([]), next: Arc::default() },
+            stops: Vec::new(),
+            threads: Vec::new(),
+        };
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            workers.handles.push(runtime.handle().clone());
+            handles.push(runtime.handle().clone());
             workers.stops.push(stop);
             let thread = std::thread::Builder::new()
                 .name(format!("lockserver-http-{index}"))
@@ -177,18 +168,16 @@ impl Workers {
                 })?;
             workers.threads.push(thread);
         }
+        workers.spawner.handles = Arc::from(handles);
         Ok(workers)
     }
 
-    fn spawn(
-        &self,
-        turn: usize,
-        connection: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
-        self.handles[turn % self.handles.len()].spawn(connection);
+    pub(crate) fn spawner(&self) -> Spawner {
+        self.spawner.clone()
     }
 
-    async fn stop(self) {
+    /// Ends every worker (their connections have drained by now) and waits for the threads.
+    pub(crate) async fn stop(self) {
         drop(self.stops);
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -197,6 +186,20 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// Hands connections to the workers in turn. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Spawner {
+    handles: Arc<[tokio::runtime::Handle]>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Spawner {
+    pub(crate) fn spawn(&self, connection: impl std::future::Future<Output = ()> + Send + 'static) {
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles[turn % self.handles.len()].spawn(connection);
     }
 }
 

@@ -70,7 +70,11 @@ fn reply(out: &mut Vec<u8>, seq: u32, action: u8, ok: bool) {
 }
 
 /// Accepts locker connections until shutdown.
-pub(crate) async fn serve(listener: TcpListener, state: SharedState) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: SharedState,
+    workers: Option<crate::listener::Spawner>,
+) {
     let stop = shutdown_started(state.shutdown.clone());
     tokio::pin!(stop);
     loop {
@@ -86,7 +90,20 @@ pub(crate) async fn serve(listener: TcpListener, state: SharedState) {
             () = &mut stop => return,
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, state.clone()));
+        match &workers {
+            Some(workers) => {
+                // Moved as a std socket: a tokio socket belongs to the runtime that registered it.
+                let Ok(stream) = stream.into_std() else { continue };
+                let state = state.clone();
+                workers.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => connection(stream, state).await,
+                        Err(err) => tracing::warn!(error = %err, "cannot hand a locker connection to a worker"),
+                    }
+                });
+            }
+            None => drop(tokio::spawn(connection(stream, state.clone()))),
+        }
     }
 }
 
