@@ -8,6 +8,7 @@
 //! ```
 
 mod client;
+mod null_locker;
 mod report;
 mod sessions;
 mod system;
@@ -37,6 +38,12 @@ struct Cli {
 enum Command {
     /// Run workloads against systems and write the results.
     Run(RunArgs),
+    /// Serve the locker protocol granting every request at once, with no state (the
+    /// `locker-null` system: the most any locker server can do under this load client).
+    NullLocker {
+        #[arg(long)]
+        port: u16,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -48,7 +55,7 @@ struct RunArgs {
     /// Systems, comma-separated (default: all available; with --quick: lockserver-http,
     /// lockserver-http-mem, lockserver-ws, redis). Known: lockserver-http, lockserver-http-mem,
     /// lockserver-ws, lockserver-locker, lockserver-cluster3, redis, etcd, etcd-cluster3, pg,
-    /// lockserver-orig, locker-orig.
+    /// lockserver-orig, locker-orig, locker-null.
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Workloads, comma-separated: uncontended, hot, durable, scale (default: all; with
@@ -85,7 +92,10 @@ struct RunArgs {
 const WORKLOADS: &[&str] = &["uncontended", "hot", "durable", "scale"];
 
 fn main() -> ExitCode {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::NullLocker { port } => return null_locker::serve(port),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -182,6 +192,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
                 .iter()
                 .map(String::as_str)
                 .filter(|w| *w != "scale" && (lockserver || *w != "durable"))
+                // It grants everything: a ceiling for uncontended cycles, meaningless on a hot name.
+                .filter(|w| *name != "locker-null" || *w == "uncontended")
                 .collect();
             if !plain.is_empty() {
                 let system = start(name, &paths, &Tuning::default())?;

@@ -21,6 +21,7 @@ pub const ALL: &[&str] = &[
     "pg",
     "lockserver-orig",
     "locker-orig",
+    "locker-null",
 ];
 
 /// Known systems whose Lockserver surface has not arrived yet (clustering).
@@ -274,6 +275,16 @@ pub fn start(name: &str, paths: &Paths, tuning: &Tuning) -> Result<Running, Erro
             );
             let mut command = Command::new(find_binary("node", &[])?);
             command.current_dir(dir.path()).args(["--no-deprecation", "-e", &script]);
+            let child = spawn_here(command)?;
+            let endpoint = Endpoint { addr: loopback(port), protocol: Protocol::Locker };
+            let running = Running::new(name, endpoint, child, dir);
+            wait_for_port(running.endpoint.addr, name)?;
+            Ok(running)
+        }
+        "locker-null" => {
+            let port = free_port()?;
+            let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+            command.current_dir(dir.path()).args(["null-locker", "--port", &port.to_string()]);
             let child = spawn_here(command)?;
             let endpoint = Endpoint { addr: loopback(port), protocol: Protocol::Locker };
             let running = Running::new(name, endpoint, child, dir);
