@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run workloads against systems and write the results.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve the locker protocol granting every request at once, with no state (the
     /// `locker-null` system: the most any locker server can do under this load client).
     NullLocker {
@@ -93,7 +93,7 @@ const WORKLOADS: &[&str] = &["uncontended", "hot", "durable", "scale"];
 
 fn main() -> ExitCode {
     let args = match Cli::parse().command {
-        Command::Run(args) => args,
+        Command::Run(args) => *args,
         Command::NullLocker { port } => return null_locker::serve(port),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
