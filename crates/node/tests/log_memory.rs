@@ -1,42 +1,15 @@
 //! A durable node keeps in memory only the log entries not yet applied and a short tail: the
 //! rest is in the segment log, from which a restart (and any late reader) gets it back.
 
-use std::sync::Arc;
+mod common;
 
+use common::holders;
 use lockserver_core::*;
 use lockserver_node::storage::log_store::TAIL_ENTRIES;
 use lockserver_node::{Node, NodeConfig};
 
 fn acquire(node: &Node, name: &str, hold: u128) -> Command {
-    Command::Acquire(Acquire {
-        hold_id: HoldId::from_u128(hold),
-        name: LockName::new(name).unwrap(),
-        want: Want::Lock(Mode::Exclusive),
-        owner: Arc::from("log-memory-test"),
-        holder: Holder::Anonymous,
-        wait: Wait::Try,
-        ttl_ms: None,
-        lock_delay_ms: 0,
-        request_id: None,
-        origin: Origin { boot: node.boot(), via: Via::Request(0) },
-    })
-}
-
-/// Every name with its holders as (hold id, token), in name order.
-async fn holders(node: &Node) -> Vec<(String, Vec<(HoldId, u64)>)> {
-    node.read(|table, now| {
-        let (names, next) = table.list("", None, 10_000, now);
-        assert!(next.is_none());
-        names
-            .into_iter()
-            .map(|view| {
-                let holds = view.holders.iter().map(|h| (h.hold_id, h.token.0)).collect();
-                (view.name.as_str().to_string(), holds)
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
+    common::acquire(node, name, hold, "log-memory-test")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,47 +1,20 @@
 //! A durable node restarts from its newest snapshot plus the log after it: every hold and token
 //! is back, nothing released comes back, and the next token is above every token issued.
 
-use std::sync::Arc;
+mod common;
 
+use common::holders;
 use lockserver_core::*;
 use lockserver_node::{Node, NodeConfig};
 
 fn acquire(node: &Node, name: &str, hold: u128) -> Command {
-    Command::Acquire(Acquire {
-        hold_id: HoldId::from_u128(hold),
-        name: LockName::new(name).unwrap(),
-        want: Want::Lock(Mode::Exclusive),
-        owner: Arc::from("snapshot-test"),
-        holder: Holder::Anonymous,
-        wait: Wait::Try,
-        ttl_ms: None,
-        lock_delay_ms: 0,
-        request_id: None,
-        origin: Origin { boot: node.boot(), via: Via::Request(0) },
-    })
+    common::acquire(node, name, hold, "snapshot-test")
 }
 
 async fn open(dir: &std::path::Path) -> Node {
     let mut config = NodeConfig::new(dir);
     config.snapshot_every = 16;
     Node::open(config).await.unwrap()
-}
-
-/// Every name with its holders as (hold id, token), in name order.
-async fn holders(node: &Node) -> Vec<(String, Vec<(HoldId, u64)>)> {
-    node.read(|table, now| {
-        let (names, next) = table.list("", None, 10_000, now);
-        assert!(next.is_none());
-        names
-            .into_iter()
-            .map(|view| {
-                let holds = view.holders.iter().map(|h| (h.hold_id, h.token.0)).collect();
-                (view.name.as_str().to_string(), holds)
-            })
-            .collect()
-    })
-    .await
-    .unwrap()
 }
 
 async fn grant(node: &Node, name: &str, hold: u128) -> u64 {
