@@ -2,7 +2,8 @@
 //! counting allocator, minus the bytes of each name and owner label.
 
 use std::alloc::System;
-use std::sync::Arc;
+
+mod common;
 
 use lockserver_core::*;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -23,27 +24,7 @@ fn a_held_lock_costs_well_under_300_bytes_beyond_name_and_owner() {
 }
 
 fn bytes_per_held_lock(holds: usize) -> f64 {
-    let names: Vec<LockName> =
-        (0..holds).map(|i| LockName::new(&format!("resource-{i:08}")).unwrap()).collect();
-    let owner: Arc<str> = Arc::from("worker-1");
-    let commands: Vec<Command> = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            Command::Acquire(Acquire {
-                hold_id: HoldId::from_u128((i as u128 + 1) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced),
-                name: name.clone(),
-                want: Want::Lock(Mode::Exclusive),
-                owner: owner.clone(),
-                holder: Holder::Anonymous,
-                wait: Wait::Try,
-                ttl_ms: Some(60_000),
-                lock_delay_ms: 0,
-                request_id: None,
-                origin: Origin { boot: NodeEpoch { node: 1, epoch: 1 }, via: Via::Request(1) },
-            })
-        })
-        .collect();
+    let commands = common::held_lock_commands(holds);
     let mut effects = Vec::with_capacity(4);
     let region = Region::new(GLOBAL);
     let mut table = Table::default();

@@ -4,7 +4,8 @@
 //! other test allocates meanwhile).
 
 use std::alloc::System;
-use std::sync::Arc;
+
+mod common;
 
 use lockserver_core::*;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -13,22 +14,9 @@ use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 fn table_of(holds: usize) -> Table {
-    let owner: Arc<str> = Arc::from("worker-1");
     let mut table = Table::default();
     let mut effects = Vec::new();
-    for i in 0..holds {
-        let command = Command::Acquire(Acquire {
-            hold_id: HoldId::from_u128((i as u128 + 1) * 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced),
-            name: LockName::new(&format!("resource-{i:08}")).unwrap(),
-            want: Want::Lock(Mode::Exclusive),
-            owner: owner.clone(),
-            holder: Holder::Anonymous,
-            wait: Wait::Try,
-            ttl_ms: Some(60_000),
-            lock_delay_ms: 0,
-            request_id: None,
-            origin: Origin { boot: NodeEpoch { node: 1, epoch: 1 }, via: Via::Request(1) },
-        });
+    for command in common::held_lock_commands(holds) {
         let response = table.apply(Ctx { now_ms: 1, wall_ms: 1 }, command, &mut effects);
         assert!(matches!(response, Ok(Response::Granted { .. })));
         effects.clear();
