@@ -192,8 +192,8 @@ impl Table {
             plain_used: 0,
             session_refs: Vec::new(),
             error: None,
-            // Every item takes at least 5 bytes: a length claimed above this is corrupt.
-            max_items: bytes.len() / 5,
+            previous_name: None,
+            body_len: bytes.len(),
         };
         let mut deserializer = postcard::Deserializer::from_bytes(&bytes[12..]);
         let read = serde::de::DeserializeSeed::deserialize(Body(&mut restorer), &mut deserializer);
@@ -217,32 +217,45 @@ struct Restorer<'de> {
     session_refs: Vec<SessionId>,
     /// The first problem found while reading (postcard's errors carry no message of ours).
     error: Option<SnapshotError>,
-    max_items: usize,
+    /// The last name read: names must come in strictly ascending order.
+    previous_name: Option<Cow<'de, str>>,
+    /// What room a list may reserve at once is bounded by the body's size, so a corrupt length
+    /// cannot make restore allocate much more than the snapshot it reads.
+    body_len: usize,
 }
 
 impl<'de> Restorer<'de> {
+    // Each list reserves room for the count its length claims, but never more bytes than the
+    // body has: a real snapshot's items take more bytes in the body than in these structures
+    // (a name at least ~5, an entry ~30, a session ~25), so only a corrupt length is cut, and
+    // then the structure simply grows as items really arrive.
     fn reserve_names(&mut self, count: usize) {
-        self.plain.reserve_exact(count);
+        let most = self.body_len / std::mem::size_of::<(&str, u64)>();
+        self.plain.reserve_exact(count.min(most));
     }
 
     fn reserve_entries(&mut self, count: usize) {
-        self.table.entries.reserve(count);
+        // A hash-table slot: one pointer and a control byte, at most 8 in 7 full.
+        self.table.entries.reserve(count.min(self.body_len / 12));
     }
 
     fn reserve_sessions(&mut self, count: usize) {
-        self.table.sessions.reserve(count);
+        let slot = std::mem::size_of::<(SessionId, Session)>() + 2;
+        self.table.sessions.reserve(count.min(self.body_len / slot));
     }
 
     fn name(&mut self, raw: NameV1<'de>) -> Result<(), SnapshotError> {
+        if self.previous_name.as_deref().is_some_and(|previous| previous >= &*raw.name) {
+            return Err(corrupt("names out of order or stored twice"));
+        }
+        self.previous_name = Some(raw.name.clone());
         if raw.semaphore_limit == 0 && raw.delay_until == 0 {
-            let Cow::Borrowed(name) = raw.name else {
-                return Err(corrupt("a name that is not valid UTF-8 as stored"));
-            };
-            if self.plain.last().is_some_and(|(last, _)| *last >= name) {
-                return Err(corrupt("names out of order"));
+            // A name lent from the body waits for its first entry; one postcard had to copy
+            // (never with the in-memory reader used here) is added as it is.
+            if let Cow::Borrowed(name) = raw.name {
+                self.plain.push((name, raw.last_token));
+                return Ok(());
             }
-            self.plain.push((name, raw.last_token));
-            return Ok(());
         }
         let lock_name = LockName::new(&raw.name).map_err(|e| corrupt(e.to_string()))?;
         let kind = match raw.semaphore_limit {
@@ -254,9 +267,6 @@ impl<'de> Restorer<'de> {
         state.delay_until = raw.delay_until;
         if raw.delay_until > 0 {
             self.table.timers.insert((raw.delay_until, Timer::Delay(lock_name.clone())));
-        }
-        if self.table.names.get(&lock_name).is_some() {
-            return Err(corrupt("a name stored twice"));
         }
         self.table.names.insert(lock_name, state);
         Ok(())
@@ -356,6 +366,10 @@ impl<'de> Restorer<'de> {
         if self.session_refs.iter().any(|session| !table.sessions.contains_key(session)) {
             return Err(corrupt("a hold refers to an unknown session"));
         }
+        // The table forgets such names after every command: a snapshot never holds one.
+        if table.names.iter().any(|(_, state)| state.is_unused(table.now_ms)) {
+            return Err(corrupt("a name with nothing held, waiting or delayed on it"));
+        }
         // Holders were added in id order; a name's holders go in grant (token) order.
         let Table { names, entries, .. } = &mut table;
         names.sort_holders(|id| entries.get(id).and_then(|e| e.held()).map(|h| h.token.get()));
@@ -436,8 +450,8 @@ impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ReadItems<'_, 'de, T>
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let ReadItems(restorer, reserve, apply) = self;
-        // Room for the whole list at once (postcard knows its length): no growth copies.
-        let count = seq.size_hint().unwrap_or(0).min(restorer.max_items);
+        // Room for the whole list at once (postcard knows its length; each reserve bounds it).
+        let count = seq.size_hint().unwrap_or(0);
         reserve(restorer, count);
         while let Some(item) = seq.next_element::<T>()? {
             if let Err(error) = apply(restorer, item) {

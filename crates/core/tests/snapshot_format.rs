@@ -234,5 +234,18 @@ mod contradictions {
         let mut body = valid();
         body.entries[0].lock_delay_ms = 70_000;
         assert!(refused(&body).contains("lock-delay"));
+
+        // A semaphore (not a plain lock) with nothing on it.
+        let mut body = valid();
+        body.names.push(Name { semaphore_limit: 3, ..name("s", 0) });
+        assert!(refused(&body).contains("nothing held"));
+
+        // Order is checked across every kind of name, and a name stored twice is out of order.
+        let mut body = valid();
+        body.names.insert(0, Name { delay_until: 50, ..name("z", 0) });
+        assert!(refused(&body).contains("out of order"));
+        let mut body = valid();
+        body.names.insert(1, Name { semaphore_limit: 2, ..name("a", 0) });
+        assert!(refused(&body).contains("out of order"));
     }
 }

@@ -57,4 +57,26 @@ fn snapshots_allocate_nothing_per_hold_beyond_the_table() {
     // invariant check's set of tokens.
     assert!(transient < 48.0, "restore allocated {transient:.1} bytes per hold beyond the table");
     assert!(per_hold <= live_per_hold + 1.0, "restored {per_hold:.1} vs {live_per_hold:.1} bytes");
+
+    // A list length far beyond the body (a corrupt count) is refused without first reserving
+    // room for it: restore never allocates much more than the snapshot it reads.
+    for list in 0..3 {
+        let mut body = postcard::to_allocvec(&(10u64, 10u64, 3u64, 0u64)).unwrap();
+        for _ in 0..list {
+            body.push(0); // an empty list before the corrupt one
+        }
+        // A million items claimed (postcard believes a count up to the bytes left), then junk.
+        body.extend(postcard::to_allocvec(&1_000_000u32).unwrap());
+        body.extend(std::iter::repeat_n(0xffu8, 1_100_000));
+        let mut bytes = lockserver_core::snapshot::MAGIC.to_vec();
+        bytes.extend_from_slice(&lockserver_core::snapshot::VERSION.to_le_bytes());
+        bytes.extend(body);
+        let region = Region::new(GLOBAL);
+        let restored = Table::restore(&bytes, Limits::default());
+        let used = region.change();
+        assert!(matches!(restored, Err(SnapshotError::Corrupt(_))), "list {list}");
+        // Uncapped, the names list alone would reserve 24 MB for the claimed million.
+        let most = 2 * bytes.len();
+        assert!(used.bytes_allocated < most, "list {list}: {} bytes", used.bytes_allocated);
+    }
 }

@@ -57,12 +57,16 @@ impl Table {
                 }
             }
             Timer::Delay(name) => {
-                if let Some(state) = self.names.get_mut(&name) {
-                    if state.delay_until == deadline {
+                let cleared = match self.names.get_mut(&name) {
+                    Some(state) if state.delay_until == deadline => {
                         state.delay_until = 0;
-                        self.names.compact(&name);
-                        self.touch(&name);
+                        true
                     }
+                    _ => false,
+                };
+                self.names.compact(&name);
+                if cleared {
+                    self.touch(&name);
                 }
             }
             Timer::Request(id) => {

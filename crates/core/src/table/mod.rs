@@ -168,7 +168,7 @@ impl NameState {
         }
     }
 
-    fn is_unused(&self, now_ms: u64) -> bool {
+    pub(crate) fn is_unused(&self, now_ms: u64) -> bool {
         self.holders.is_empty() && self.waiter_count() == 0 && self.delay_until <= now_ms
     }
 }
