@@ -62,10 +62,8 @@ fn snapshots_allocate_nothing_per_hold_beyond_the_table() {
     // room for it: restore never allocates much more than the snapshot it reads.
     for list in 0..3 {
         let mut body = postcard::to_allocvec(&(10u64, 10u64, 3u64, 0u64)).unwrap();
-        for _ in 0..list {
-            body.push(0); // an empty list before the corrupt one
-        }
-        // A million items claimed (postcard believes a count up to the bytes left), then junk.
+        body.extend(std::iter::repeat_n(0u8, list)); // empty lists before the corrupt one
+                                                     // A million items claimed (postcard believes a count up to the bytes left), then junk.
         body.extend(postcard::to_allocvec(&1_000_000u32).unwrap());
         body.extend(std::iter::repeat_n(0xffu8, 1_100_000));
         let mut bytes = lockserver_core::snapshot::MAGIC.to_vec();
