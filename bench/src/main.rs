@@ -59,7 +59,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
     /// Workloads, comma-separated: uncontended, hot, durable, scale (default: all; with
-    /// --quick: uncontended, hot).
+    /// --quick: uncontended, hot, scale).
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Also write the JSON rows here (they always go to OUT/results.json).
@@ -134,7 +134,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
     }
     let workloads = args.workloads.clone().unwrap_or_else(|| {
-        let default: &[&str] = if quick { &["uncontended", "hot"] } else { WORKLOADS };
+        let default: &[&str] = if quick { &["uncontended", "hot", "scale"] } else { WORKLOADS };
         default.iter().map(|s| s.to_string()).collect()
     });
     if let Some(bad) = workloads.iter().find(|w| !WORKLOADS.contains(&w.as_str())) {
