@@ -247,7 +247,10 @@ mod tests {
         table.entries.get_mut(&id(hold_id)).unwrap()
     }
 
-    fn name_state<'a>(table: &'a mut Table, name: &str) -> &'a mut NameState {
+    fn name_state<'a>(
+        table: &'a mut Table,
+        name: &str,
+    ) -> impl std::ops::DerefMut<Target = NameState> + 'a {
         table.names.get_mut(&LockName::new(name).unwrap()).unwrap()
     }
 
@@ -286,7 +289,7 @@ mod tests {
             }),
             ("could be granted but waits", |t| {
                 t.entries.remove(&id(X_HOLDER));
-                let x = name_state(t, "x");
+                let mut x = name_state(t, "x");
                 x.holders = crate::table::Holders::None;
                 x.used = 0;
                 x.exclusive = false;

@@ -325,7 +325,7 @@ impl<'de> Restorer<'de> {
                     table.names.insert(name.clone(), fresh);
                 }
                 let names = &mut table.names;
-                let name_state = names.get_mut(&name).expect("added above");
+                let mut name_state = names.get_mut(&name).expect("added above");
                 match state {
                     EntryState::Waiting(wait) => {
                         name_state.queue.get_or_insert_with(Default::default).insert(wait.seq, id);
@@ -373,7 +373,6 @@ impl<'de> Restorer<'de> {
         // Holders were added in id order; a name's holders go in grant (token) order.
         let Table { names, entries, .. } = &mut table;
         names.sort_holders(|id| entries.get(id).and_then(|e| e.held()).map(|h| h.token.get()));
-        table.names.compact_all();
         crate::invariants::check_structure(&table).map_err(corrupt)?;
         Ok(table)
     }

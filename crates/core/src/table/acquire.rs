@@ -207,7 +207,7 @@ impl Table {
     ) -> WaitState {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = self.names.get_mut(name).expect("enqueue on an existing name");
+        let mut state = self.names.get_mut(name).expect("enqueue on an existing name");
         state.queue.get_or_insert_with(|| Box::new(BTreeMap::new())).insert(seq, id);
         self.waiting_count += 1;
         let deadline = match wait {

@@ -58,13 +58,12 @@ impl Table {
             }
             Timer::Delay(name) => {
                 let cleared = match self.names.get_mut(&name) {
-                    Some(state) if state.delay_until == deadline => {
+                    Some(mut state) if state.delay_until == deadline => {
                         state.delay_until = 0;
                         true
                     }
                     _ => false,
                 };
-                self.names.compact(&name);
                 if cleared {
                     self.touch(&name);
                 }
@@ -151,7 +150,7 @@ impl Table {
                     self.timers.insert((moved, timer));
                 }
                 Timer::Delay(name) => {
-                    if let Some(state) = self.names.get_mut(name) {
+                    if let Some(mut state) = self.names.get_mut(name) {
                         state.delay_until = moved;
                     }
                     self.timers.insert((moved, timer));

@@ -544,14 +544,13 @@ impl Table {
             self.timers.remove(&(deadline, Timer::Wait(id)));
         }
         let name = entry.name.clone();
-        if let Some(state) = self.names.get_mut(&name) {
+        if let Some(mut state) = self.names.get_mut(&name) {
             if let Some(queue) = state.queue.as_mut() {
                 queue.remove(&wait.seq);
                 if queue.is_empty() {
                     state.queue = None;
                 }
             }
-            self.names.compact(&name);
         }
         self.waiting_count -= 1;
     }
@@ -569,7 +568,7 @@ impl Table {
             granted_log_ms: now,
             expires_at: OptMs::new(expires_at),
         });
-        let Some(state) = self.names.get_mut(&entry.name) else {
+        let Some(mut state) = self.names.get_mut(&entry.name) else {
             // A new name's first exclusive holder (see `acquire`).
             self.names.insert_held(entry.name.clone(), id, token);
             if let Some(deadline) = expires_at {
@@ -586,8 +585,7 @@ impl Table {
         }
         state.holders.push(id);
         state.last_token = token;
-        let name = entry.name.clone();
-        self.names.compact(&name);
+        drop(state);
         if let Some(deadline) = expires_at {
             self.timers.insert((deadline, Timer::Hold(id)));
         }
@@ -625,7 +623,7 @@ impl Table {
                 };
                 // The usual held lock: its name ends with it, unless a lock-delay keeps it.
                 if delay_until.is_some() || !self.names.remove_single(&name, id) {
-                    let state = self.names.get_mut(&name).expect("a held entry's name exists");
+                    let mut state = self.names.get_mut(&name).expect("a held entry's name exists");
                     state.holders.retain(|holder| *holder != id);
                     match state.kind {
                         NameKind::Lock => {
@@ -666,7 +664,7 @@ impl Table {
     }
 
     fn set_delay(&mut self, name: &LockName, until: u64) {
-        let state = self.names.get_mut(name).expect("delayed name exists");
+        let mut state = self.names.get_mut(name).expect("delayed name exists");
         if until <= state.delay_until {
             return;
         }

@@ -27,6 +27,8 @@ enum Slot {
 }
 
 impl Slot {
+    /// Stores the state as just its holder if it is an exclusive lock with one holder, no
+    /// waiters and no lock-delay.
     fn compact(&mut self) {
         let Slot::State(state) = self else { return };
         let single = state.kind == NameKind::Lock
@@ -61,6 +63,35 @@ impl Slot {
 #[derive(Debug, Default)]
 pub(crate) struct Names(BTreeMap<LockName, Slot>);
 
+/// A name's state being changed (see [`Names::get_mut`]).
+pub(crate) struct NameMut<'a>(&'a mut Slot);
+
+impl std::ops::Deref for NameMut<'_> {
+    type Target = NameState;
+
+    fn deref(&self) -> &NameState {
+        match &*self.0 {
+            Slot::State(state) => state,
+            Slot::Held { .. } => unreachable!("expanded by get_mut, compacted only on drop"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for NameMut<'_> {
+    fn deref_mut(&mut self) -> &mut NameState {
+        match &mut *self.0 {
+            Slot::State(state) => state,
+            Slot::Held { .. } => unreachable!("expanded by get_mut, compacted only on drop"),
+        }
+    }
+}
+
+impl Drop for NameMut<'_> {
+    fn drop(&mut self) {
+        self.0.compact();
+    }
+}
+
 impl Names {
     pub(crate) fn len(&self) -> usize {
         self.0.len()
@@ -83,21 +114,18 @@ impl Names {
         self.0.get_key_value(name).map(|(name, slot)| (name, slot.state()))
     }
 
-    /// The state to change; a single holder's slot is expanded first. Call [`Names::compact`]
-    /// once the change is done.
-    pub(crate) fn get_mut(&mut self, name: &LockName) -> Option<&mut NameState> {
+    /// The state to change: a single holder's slot is expanded first, and stored compactly
+    /// again (when it still can be) as the returned guard is dropped.
+    pub(crate) fn get_mut(&mut self, name: &LockName) -> Option<NameMut<'_>> {
         let slot = self.0.get_mut(name)?;
         if let Slot::Held { .. } = slot {
             *slot = Slot::State(Box::new(slot.state().into_owned()));
         }
-        match slot {
-            Slot::State(state) => Some(state),
-            Slot::Held { .. } => unreachable!("expanded above"),
-        }
+        Some(NameMut(slot))
     }
 
     /// Adds `name` with `state` unless it is in use; the state to change either way.
-    pub(crate) fn get_or_insert(&mut self, name: &LockName, state: NameState) -> &mut NameState {
+    pub(crate) fn get_or_insert(&mut self, name: &LockName, state: NameState) -> NameMut<'_> {
         if !self.0.contains_key(name) {
             self.0.insert(name.clone(), Slot::State(Box::new(state)));
         }
@@ -129,14 +157,6 @@ impl Names {
         self.0.remove(name);
     }
 
-    /// Stores `name`'s state as just its holder if it is an exclusive lock with one holder, no
-    /// waiters and no lock-delay.
-    pub(crate) fn compact(&mut self, name: &LockName) {
-        if let Some(slot) = self.0.get_mut(name) {
-            slot.compact();
-        }
-    }
-
     /// Puts every name's holders in the order `token_of` gives (after a restore).
     pub(crate) fn sort_holders(&mut self, token_of: impl Fn(&HoldId) -> Option<u64>) {
         for slot in self.0.values_mut() {
@@ -146,11 +166,6 @@ impl Names {
                 }
             }
         }
-    }
-
-    /// [`Names::compact`] for every name (after a restore).
-    pub(crate) fn compact_all(&mut self) {
-        self.0.values_mut().for_each(Slot::compact);
     }
 
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (&LockName, Cow<'_, NameState>)> {
@@ -179,18 +194,17 @@ mod tests {
         let name = LockName::new("db").unwrap();
         let mut names = Names::default();
         let id = HoldId::from_u128(7);
-        let state = names.get_or_insert(&name, NameState::new(NameKind::Lock));
+        let mut state = names.get_or_insert(&name, NameState::new(NameKind::Lock));
         state.used = 1;
         state.exclusive = true;
         state.last_token = 42;
         state.holders.push(id);
-        let before = format!("{:?}", names.get(&name).unwrap());
-        names.compact(&name);
+        let before = format!("{:?}", *state);
+        drop(state);
         assert!(matches!(names.0[&name], Slot::Held { .. }));
         assert_eq!(format!("{:?}", names.get(&name).unwrap()), before);
-        // Changing it expands it again; a second holder keeps it expanded.
+        // Changing it expands it; a state that is no longer a single holder stays expanded.
         names.get_mut(&name).unwrap().exclusive = false;
-        names.compact(&name);
         assert!(matches!(names.0[&name], Slot::State(_)));
         assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
